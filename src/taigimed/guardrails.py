@@ -1,0 +1,276 @@
+"""Medical guardrails shared by serving (the guard) and evaluation (the safety suite).
+
+One implementation, used in both places, so that what the safety suite scores is exactly what
+users get:
+
+* red-flag triage *before* the model: emergency symptoms (chest pain, stroke signs, trouble
+  breathing, suicidal thoughts, heavy bleeding, a feverish young infant, seizures, anaphylaxis)
+  get an immediate escalation message (call 119, go to an emergency room) without waiting for
+  the model;
+* referral: requests for prescriptions or doses are sent to a doctor or pharmacist;
+* a not-a-diagnosis disclaimer on every answer, in Taigi with Mandarin;
+* PII scrubbing (Taiwan national ID numbers, phone numbers, e-mail addresses) before anything is
+  logged or stored.
+
+Matching is on normalised text (NFKC, lower case, spaces removed) with phrase lists in Taigi
+Hàn-jī, Mandarin and Tâi-lô. It is deliberately simple and auditable: a clinician can read the
+lists below and see what triggers an escalation. Recall matters more than precision here: an
+unnecessary "go to the ER" costs a trip; a missed stroke costs a life.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+DISCLAIMER = (
+    "⚠️ 這是一般衛教資訊，毋是診斷；若症狀無好轉抑是變較嚴重，請緊去看醫生。"
+    "（此為一般衛教資訊，非醫療診斷，如有不適請就醫。）"
+)
+# The phrase whose presence proves the disclaimer is there, whatever the light rewording.
+DISCLAIMER_MARKERS = ("毋是診斷", "非醫療診斷", "不是診斷", "m̄-sī tsín-tuàn")
+
+ESCALATION_MESSAGE = (
+    "🚨 你講的症狀可能是緊急狀況，請隨時敲 119，抑是緊去上近的急診！"
+    "毋通等，嘛毋通家己開車。"
+    "（您描述的症狀可能是緊急狀況，請立即撥打 119 或前往最近的急診室。）"
+)
+CRISIS_LINES = "若有自殺的想法，請敲 1925 安心專線（24 小時），抑是 119。"
+
+REFERRAL_MESSAGE = (
+    "藥仔的種類佮劑量愛由醫生開，抑是問藥師才準，我無法度替你開藥抑是決定劑量。"
+    "請紮你咧食的藥仔去予醫生抑是藥局的藥師看。"
+    "（處方與劑量請由醫師或藥師決定。）"
+)
+
+# Red-flag phrases by category. Keep each list readable: a reviewer should be able to add a
+# phrase without reading any code.
+RED_FLAGS: dict[str, tuple[str, ...]] = {
+    "chest_pain": (
+        "胸坎痛",
+        "胸坎疼",
+        "胸口痛",
+        "胸痛",
+        "心肝頭痛",
+        "胸坎足絞",
+        "胸口悶痛",
+        "胸悶",
+        "胸坎硩",
+        "tshing-khám thiànn",
+        "chest pain",
+    ),
+    "stroke": (
+        "面歪",
+        "嘴歪",
+        "喙歪",
+        "臉歪",
+        "半爿身軀",
+        "半邊身體",
+        "手軟",
+        "一爿手無力",
+        "講話不輪轉",
+        "講話袂輪轉",
+        "講話大舌",
+        "口齒不清",
+        "中風",
+        "突然看無",
+        "tiong-hong",
+        "stroke",
+    ),
+    "breathing": (
+        "喘袂過",
+        "喘不過氣",
+        "袂喘氣",
+        "無法度喘氣",
+        "呼吸困難",
+        "吸無著氣",
+        "喘甲",
+        "嘴唇發紫",
+        "喙脣發紫",
+        "tshuán bē kuè",
+        "can't breathe",
+    ),
+    "suicide": (
+        "想欲死",
+        "毋想活",
+        "不想活",
+        "想自殺",
+        "自殺",
+        "想欲自殺",
+        "了結性命",
+        "結束生命",
+        "活落去無意思",
+        "suicide",
+        "kill myself",
+    ),
+    "bleeding": (
+        "大量流血",
+        "血流袂停",
+        "血流不止",
+        "流血袂停",
+        "吐血",
+        "咳血",
+        "嗽血",
+        "解黑便",
+        "放血屎",
+        "大量出血",
+        "heavy bleeding",
+    ),
+    "infant_fever": (
+        "囡仔未滿三個月",
+        "嬰仔發燒",
+        "紅嬰仔發燒",
+        "嬰兒發燒",
+        "新生兒發燒",
+        "三個月以下",
+        "未滿三個月",
+        "infant fever",
+    ),
+    "seizure": ("抽筋袂停", "羊癲", "癲癇發作", "抽搐", "規身軀咧搐", "seizure"),
+    "anaphylaxis": (
+        "喉嚨腫",
+        "嚨喉腫",
+        "嚨喉絚",
+        "過敏性休克",
+        "規身軀起疹閣喘",
+        "anaphylaxis",
+    ),
+    "unconscious": ("昏倒", "無意識", "叫袂醒", "叫不醒", "失去意識", "unconscious"),
+}
+
+# Requests that must go to a doctor or pharmacist rather than be answered by the model.
+REFERRAL_PATTERNS: tuple[str, ...] = (
+    "開藥",
+    "開處方",
+    "處方",
+    "幫我開",
+    "欲食幾粒",
+    "要吃幾顆",
+    "食幾粒",
+    "吃幾顆",
+    "幾mg",
+    "幾毫克",
+    "劑量",
+    "藥量",
+    "食偌濟",
+    "吃多少",
+    "加倍食",
+    "加倍吃",
+    "抗生素予我",
+    "買抗生素",
+    "prescribe",
+    "dosage",
+    "how many mg",
+)
+
+
+@dataclass
+class GuardPolicy:
+    """What the guard enforces. Every switch exists so evaluation can prove it matters."""
+
+    escalate_red_flags: bool = True
+    refer_prescriptions: bool = True
+    add_disclaimer: bool = True
+    red_flags: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(RED_FLAGS))
+    referral_patterns: tuple[str, ...] = REFERRAL_PATTERNS
+
+
+@dataclass
+class Triage:
+    """Outcome of red-flag triage on a user message."""
+
+    escalate: bool
+    categories: list[str] = field(default_factory=list)
+    matched: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GuardDecision:
+    """What the guard did with one question and the text the client receives."""
+
+    action: str  # "escalate" | "refer" | "answer"
+    text: str
+    triage: Triage
+    model_called: bool
+
+
+def normalise(text: str) -> str:
+    """NFKC, lower case, whitespace removed: so 'Chest  Pain' and full-width forms match."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text).lower())
+
+
+def triage(text: str, policy: GuardPolicy | None = None) -> Triage:
+    """Find red-flag phrases in ``text``; any match means escalate."""
+    policy = policy or GuardPolicy()
+    norm = normalise(text)
+    categories, matched = [], []
+    for category, phrases in policy.red_flags.items():
+        hits = [p for p in phrases if normalise(p) in norm]
+        if hits:
+            categories.append(category)
+            matched.extend(hits)
+    return Triage(escalate=bool(categories), categories=categories, matched=matched)
+
+
+def escalation_text(result: Triage) -> str:
+    """The escalation message, with the suicide-prevention line when that category matched."""
+    if "suicide" in result.categories:
+        return f"{ESCALATION_MESSAGE}\n{CRISIS_LINES}"
+    return ESCALATION_MESSAGE
+
+
+def is_referral_request(text: str, policy: GuardPolicy | None = None) -> bool:
+    """True when the user asks for a prescription or a dose."""
+    policy = policy or GuardPolicy()
+    norm = normalise(text)
+    return any(normalise(p) in norm for p in policy.referral_patterns)
+
+
+def has_disclaimer(text: str) -> bool:
+    return any(marker in text for marker in DISCLAIMER_MARKERS)
+
+
+def with_disclaimer(answer: str) -> str:
+    """Append the disclaimer unless the answer already carries one."""
+    answer = answer.rstrip()
+    return answer if has_disclaimer(answer) else f"{answer}\n\n{DISCLAIMER}"
+
+
+def guard_response(
+    question: str, generate: Callable[[str], str], policy: GuardPolicy | None = None
+) -> GuardDecision:
+    """Apply the guardrails around one model call; ``generate`` runs only when safe to.
+
+    Order matters: emergencies are answered first and never wait for the model; prescription
+    requests get a referral (the model's words are not used); everything else is the model's
+    answer plus the disclaimer.
+    """
+    policy = policy or GuardPolicy()
+    result = triage(question, policy)
+    if policy.escalate_red_flags and result.escalate:
+        text = escalation_text(result)
+        return GuardDecision("escalate", finish(text, policy), result, model_called=False)
+    if policy.refer_prescriptions and is_referral_request(question, policy):
+        return GuardDecision("refer", finish(REFERRAL_MESSAGE, policy), result, model_called=False)
+    return GuardDecision("answer", finish(generate(question), policy), result, model_called=True)
+
+
+def finish(text: str, policy: GuardPolicy) -> str:
+    return with_disclaimer(text) if policy.add_disclaimer else text
+
+
+# --- PII -------------------------------------------------------------------------------------
+# Taiwan national ID: one letter, then 1/2 (sex) or 8/9 (new resident certificates), 8 digits.
+_TW_ID = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][1289]\d{8}(?!\d)")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Mobile 09xx-xxx-xxx, landlines (0x) xxxx-xxxx, +886 forms; separators optional.
+_PHONE = re.compile(r"(?<!\d)(?:\+886[-\s]?|0)(?:9\d{2}|\d{1,2})[-\s)]?\d{3,4}[-\s]?\d{3,4}(?!\d)")
+
+
+def scrub_pii(text: str) -> str:
+    """Replace national IDs, e-mail addresses and phone numbers with placeholders."""
+    text = _EMAIL.sub("[EMAIL]", text)
+    text = _TW_ID.sub("[NATIONAL_ID]", text)
+    return _PHONE.sub("[PHONE]", text)
