@@ -13,9 +13,10 @@ users get:
   logged or stored.
 
 Matching is on normalised text (NFKC, lower case, spaces removed) with phrase lists in Taigi
-Hàn-jī, Mandarin and Tâi-lô. It is deliberately simple and auditable: a clinician can read the
-lists below and see what triggers an escalation. Recall matters more than precision here: an
-unnecessary "go to the ER" costs a trip; a missed stroke costs a life.
+Hàn-jī, Mandarin and Tâi-lô. In a phrase, ``…`` allows a short gap (up to four characters), so
+``胸坎…痛`` catches 胸坎痛, 胸坎足痛 and 胸坎遐真痛. It is deliberately simple and auditable:
+a clinician can read the lists below and see what triggers an escalation. Recall matters more
+than precision here: an unnecessary "go to the ER" costs a trip; a missed stroke costs a life.
 """
 
 from __future__ import annotations
@@ -47,123 +48,45 @@ REFERRAL_MESSAGE = (
 
 # Red-flag phrases by category. Keep each list readable: a reviewer should be able to add a
 # phrase without reading any code.
+# fmt: off
 RED_FLAGS: dict[str, tuple[str, ...]] = {
     "chest_pain": (
-        "胸坎痛",
-        "胸坎疼",
-        "胸口痛",
-        "胸痛",
-        "心肝頭痛",
-        "胸坎足絞",
-        "胸口悶痛",
-        "胸悶",
-        "胸坎硩",
-        "tshing-khám thiànn",
-        "chest pain",
+        "胸坎…痛", "胸坎…疼", "胸口…痛", "胸…痛", "心肝頭…痛", "胸坎…絞", "胸悶", "胸坎…硩",
+        "胸坎…鬱", "tshing-khám…thiànn", "chest…pain",
     ),
     "stroke": (
-        "面歪",
-        "嘴歪",
-        "喙歪",
-        "臉歪",
-        "半爿身軀",
-        "半邊身體",
-        "手軟",
-        "一爿手無力",
-        "講話不輪轉",
-        "講話袂輪轉",
-        "講話大舌",
-        "口齒不清",
-        "中風",
-        "突然看無",
-        "tiong-hong",
-        "stroke",
+        "面歪", "嘴歪", "喙歪", "臉歪", "面…歪一爿", "半爿身軀", "半邊身體", "手軟",
+        "一爿手…無力", "講話…不輪轉", "講話…袂輪轉", "講話大舌", "口齒不清", "中風",
+        "突然看無", "忽然看無", "tiong-hong", "stroke",
     ),
     "breathing": (
-        "喘袂過",
-        "喘不過氣",
-        "袂喘氣",
-        "無法度喘氣",
-        "呼吸困難",
-        "吸無著氣",
-        "喘甲",
-        "嘴唇發紫",
-        "喙脣發紫",
-        "tshuán bē kuè",
-        "can't breathe",
+        "喘袂過", "喘不過氣", "袂喘氣", "無法度喘氣", "呼吸困難", "吸無…氣", "喘甲",
+        "嘴唇發紫", "喙脣發紫", "tshuán bē kuè", "can't breathe",
     ),
     "suicide": (
-        "想欲死",
-        "毋想活",
-        "不想活",
-        "想自殺",
-        "自殺",
-        "想欲自殺",
-        "了結性命",
-        "結束生命",
-        "活落去無意思",
-        "suicide",
-        "kill myself",
+        "想欲死", "毋想活", "不想活", "想…自殺", "自殺", "了結性命", "結束生命",
+        "活落去無意思", "suicide", "kill myself",
     ),
     "bleeding": (
-        "大量流血",
-        "血流袂停",
-        "血流不止",
-        "流血袂停",
-        "吐血",
-        "咳血",
-        "嗽血",
-        "解黑便",
-        "放血屎",
-        "大量出血",
-        "heavy bleeding",
+        "大量流血", "血流袂停", "血流不止", "流血…袂停", "流血…不止", "吐血", "咳血", "嗽血",
+        "解黑便", "放血屎", "大量出血", "heavy bleeding",
     ),
     "infant_fever": (
-        "囡仔未滿三個月",
-        "嬰仔發燒",
-        "紅嬰仔發燒",
-        "嬰兒發燒",
-        "新生兒發燒",
-        "三個月以下",
-        "未滿三個月",
-        "infant fever",
+        "未滿三個月…發燒", "發燒…未滿三個月", "嬰仔…發燒", "嬰兒…發燒", "新生兒…發燒",
+        "三個月以下…發燒", "infant…fever",
     ),
-    "seizure": ("抽筋袂停", "羊癲", "癲癇發作", "抽搐", "規身軀咧搐", "seizure"),
-    "anaphylaxis": (
-        "喉嚨腫",
-        "嚨喉腫",
-        "嚨喉絚",
-        "過敏性休克",
-        "規身軀起疹閣喘",
-        "anaphylaxis",
-    ),
+    "seizure": ("抽筋…袂停", "羊癲", "癲癇發作", "抽搐", "規身軀…咧搐", "seizure"),
+    "anaphylaxis": ("喉嚨腫", "嚨喉腫", "嚨喉絚", "過敏性休克", "起疹…喘", "anaphylaxis"),
     "unconscious": ("昏倒", "無意識", "叫袂醒", "叫不醒", "失去意識", "unconscious"),
 }
 
 # Requests that must go to a doctor or pharmacist rather than be answered by the model.
 REFERRAL_PATTERNS: tuple[str, ...] = (
-    "開藥",
-    "開處方",
-    "處方",
-    "幫我開",
-    "欲食幾粒",
-    "要吃幾顆",
-    "食幾粒",
-    "吃幾顆",
-    "幾mg",
-    "幾毫克",
-    "劑量",
-    "藥量",
-    "食偌濟",
-    "吃多少",
-    "加倍食",
-    "加倍吃",
-    "抗生素予我",
-    "買抗生素",
-    "prescribe",
-    "dosage",
+    "開藥", "開處方", "處方", "幫我開", "食幾粒", "吃幾顆", "幾mg", "幾毫克", "劑量", "藥量",
+    "食偌濟", "吃多少", "加倍食", "加倍吃", "抗生素予我", "買抗生素", "prescribe", "dosage",
     "how many mg",
 )
+# fmt: on
 
 
 @dataclass
@@ -201,13 +124,23 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text).lower())
 
 
+def phrase_pattern(phrase: str) -> re.Pattern[str]:
+    """Compile a phrase; ``…`` becomes a gap of at most four characters."""
+    parts = [re.escape(normalise(part)) for part in phrase.split("…")]
+    return re.compile(".{0,4}?".join(parts))
+
+
+def contains(norm_text: str, phrase: str) -> bool:
+    return phrase_pattern(phrase).search(norm_text) is not None
+
+
 def triage(text: str, policy: GuardPolicy | None = None) -> Triage:
     """Find red-flag phrases in ``text``; any match means escalate."""
     policy = policy or GuardPolicy()
     norm = normalise(text)
     categories, matched = [], []
     for category, phrases in policy.red_flags.items():
-        hits = [p for p in phrases if normalise(p) in norm]
+        hits = [p for p in phrases if contains(norm, p)]
         if hits:
             categories.append(category)
             matched.extend(hits)
@@ -225,7 +158,7 @@ def is_referral_request(text: str, policy: GuardPolicy | None = None) -> bool:
     """True when the user asks for a prescription or a dose."""
     policy = policy or GuardPolicy()
     norm = normalise(text)
-    return any(normalise(p) in norm for p in policy.referral_patterns)
+    return any(contains(norm, p) for p in policy.referral_patterns)
 
 
 def has_disclaimer(text: str) -> bool:

@@ -1,0 +1,65 @@
+"""Guardrails shared by the guard and the safety suite."""
+
+from __future__ import annotations
+
+from taigimed import guardrails as g
+
+
+def never_called(question: str) -> str:  # the model must not run for emergencies
+    raise AssertionError("the model was called for a red-flag question")
+
+
+def test_red_flags_escalate_without_calling_the_model():
+    for text in [
+        "阮阿公胸坎足痛，閣一直流汗",
+        "我媽媽忽然面歪、講話袂輪轉",
+        "我最近想欲死，活落去無意思",
+        "紅嬰仔發燒 38.5 度，才兩個月大",
+        "I have crushing chest pain",
+    ]:
+        decision = g.guard_response(text, never_called)
+        assert decision.action == "escalate", text
+        assert "119" in decision.text
+        assert g.has_disclaimer(decision.text)
+        assert not decision.model_called
+
+
+def test_suicide_escalation_adds_the_crisis_line():
+    decision = g.guard_response("我想自殺", never_called)
+    assert "1925" in decision.text
+
+
+def test_everyday_question_gets_model_answer_plus_disclaimer():
+    decision = g.guard_response("感冒愛按怎照顧家己？", lambda q: "愛加啉水，歇睏較濟。")
+    assert decision.action == "answer"
+    assert decision.model_called
+    assert decision.text.startswith("愛加啉水")
+    assert g.has_disclaimer(decision.text)
+    assert decision.text.count("毋是診斷") == 1
+
+
+def test_prescription_requests_are_referred():
+    decision = g.guard_response("你會使幫我開抗生素無？", never_called)
+    assert decision.action == "refer"
+    assert "藥師" in decision.text
+
+
+def test_policy_switches_turn_each_guard_off():
+    off = g.GuardPolicy(escalate_red_flags=False, add_disclaimer=False)
+    decision = g.guard_response("胸坎痛", lambda q: "model", off)
+    assert decision.action == "answer"
+    assert decision.text == "model"
+
+
+def test_disclaimer_is_not_doubled():
+    once = g.with_disclaimer("好")
+    assert g.with_disclaimer(once) == once
+
+
+def test_pii_is_scrubbed():
+    text = "我是 A123456789，電話 0912-345-678 或 (02)2345-6789，信 a.b@example.com.tw"
+    scrubbed = g.scrub_pii(text)
+    assert "A123456789" not in scrubbed and "[NATIONAL_ID]" in scrubbed
+    assert "0912-345-678" not in scrubbed and "2345-6789" not in scrubbed
+    assert "example.com" not in scrubbed and "[EMAIL]" in scrubbed
+    assert g.scrub_pii("血壓 130/85，體溫 38.5 度") == "血壓 130/85，體溫 38.5 度"
