@@ -32,7 +32,7 @@ COMMANDS: dict[str, str] = {
     "serve": "taigimed.serve.cli",
     "chat": "taigimed.serve.cli",
     "rollout": "taigimed.rollout.cli",
-    "pipeline": "taigimed.pipeline",
+    "pipeline": "taigimed.pipeline.cli",
     "model": "taigimed.models",
 }
 

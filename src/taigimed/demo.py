@@ -1,0 +1,113 @@
+"""``make demo``: the whole TaigiMed flow on this machine, then the served model answers.
+
+1. Run the Kubeflow pipeline locally (kfp.local): prepare -> train stage 1 -> train stage 2 ->
+   evaluate -> gate -> register -> deploy (the champion pointer).
+2. Start the champion behind the guard (``taigimed serve``: predictor + guard, two processes on
+   127.0.0.1), exactly as the InferenceService runs them.
+3. Ask one Taigi health question through the OpenAI-compatible API and print the answer, the
+   guard's status and confidence, the gate verdict and where the reports are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from taigimed.utils import REPO_ROOT, setup_logging
+
+QUESTION = "我這兩工咧咳嗽，喉嚨嘛小可仔痛，愛按怎照顧家己？"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    """Poll the guard's readiness route until it answers 200 (or the server dies)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server exited with code {process.returncode} during start-up")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2.0).status_code == 200:
+                return
+        time.sleep(1.0)
+    raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
+
+
+def serve_and_ask(model_dir: Path, version: str, question: str) -> int:
+    """Start predictor + guard on free loopback ports, ask one question, stop both."""
+    port, predictor_port = free_port(), free_port()
+    command = [
+        sys.executable, "-m", "taigimed.cli", "serve", "--model", str(model_dir),
+        "--model-version", version, "--host", "127.0.0.1",
+        "--port", str(port), "--predictor-port", str(predictor_port),
+    ]  # fmt: skip
+    print(f"\n== serving {version} from {model_dir} on http://127.0.0.1:{port}")
+    server = subprocess.Popen(command, start_new_session=True)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/v2/health/ready", server)
+        print(f"\n== asking (Taigi): {question}")
+        chat = [sys.executable, "-m", "taigimed.cli", "chat", "--url",
+                f"http://127.0.0.1:{port}", "--once", question]  # fmt: skip
+        return subprocess.run(chat, check=False).returncode
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            server.wait(timeout=20)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m taigimed.demo",
+        description="Run the whole TaigiMed pipeline locally, then serve the champion and ask it "
+        "one Taigi health question.",
+    )
+    parser.add_argument("--profile", default="configs/demo-cpu", help="(%(default)s)")
+    parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "demo")
+    parser.add_argument("--registry", default=str(REPO_ROOT / "runs" / "registry"))
+    parser.add_argument("--question", default=QUESTION)
+    args = parser.parse_args(argv)
+    setup_logging()
+
+    from taigimed.pipeline.run import run_local
+    from taigimed.registry import Registry
+
+    started = time.monotonic()
+    print("== 1/2 running the Kubeflow pipeline locally (kfp.local, subprocess runner)")
+    result = run_local(args.run_dir, args.profile, args.registry)
+    print(f"\n== pipeline finished in {result.seconds:.0f} s")
+    if result.passed:
+        print(f"gate: PASSED, registered and deployed version {result.version}")
+    else:
+        print("gate: REJECTED (nothing registered or deployed):")
+        for reason in result.reasons:
+            print(f"  - {reason}")
+    for name, path in result.outputs.items():
+        print(f"  {name:12s} {path}")
+
+    registry = Registry(args.registry)
+    champion = registry.champion()
+    if champion is None:
+        print("no champion in the registry: nothing to serve. Fix the reasons above and re-run.")
+        return 1
+    print(f"\n== 2/2 serving the champion ({champion})")
+    code = serve_and_ask(registry.model_path(champion), champion, args.question)
+    print(f"\n== demo finished in {time.monotonic() - started:.0f} s")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The Kubeflow pipeline's steps, its local runner and its submitter."""

@@ -1,0 +1,207 @@
+"""The pipeline's steps as plain functions: what each KFP component runs.
+
+Components in ``components/`` are a few lines that unpack KFP artifacts and call one function
+here, so the logic of every step can be tested without KFP, and the same code runs in a pod on
+a cluster and in a subprocess on a laptop (``kfp.local``).
+
+Every step takes the config *profile* (a folder such as ``configs/demo-cpu`` holding
+``data.yaml``, ``train.yaml``, ``eval.yaml``, ``gate.yaml``) plus ``key=value`` overrides, so a
+pipeline run in the Kubeflow UI can change any setting without a new image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from taigimed.config import load_config
+from taigimed.utils import REPO_ROOT, read_json, write_json
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The DataConfig key the pipeline's replay_fraction parameter sets.
+REPLAY_FRACTION_KEY = "replay_fraction"
+
+# Where configs and data live inside the pipeline image; the repo root locally.
+PROJECT_HOME = Path(os.environ.get("TAIGIMED_HOME", REPO_ROOT))
+
+
+@contextlib.contextmanager
+def in_project_home() -> Iterator[None]:
+    """Run with the project folder as cwd, so relative paths in configs mean the same thing
+    in a KFP subprocess, in a pod, and on the command line."""
+    previous = Path.cwd()
+    os.chdir(PROJECT_HOME)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
+def split_overrides(text: str) -> list[str]:
+    """``"a=1 b='x y'"`` -> ``["a=1", "b=x y"]``: overrides travel as one string parameter."""
+    return shlex.split(text or "")
+
+
+def profile_file(profile: str, name: str) -> Path:
+    """``configs/demo-cpu`` + ``train.yaml`` -> an absolute path that must exist."""
+    path = Path(profile) / name
+    if not path.is_absolute():
+        path = PROJECT_HOME / path
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: config {name} missing from profile {profile!r}")
+    return path
+
+
+def profile_config(cls: type[T], profile: str, name: str, overrides: str | list[str]) -> T:
+    """Load ``<profile>/<name>`` into ``cls`` with the step's overrides applied."""
+    items = split_overrides(overrides) if isinstance(overrides, str) else overrides
+    return load_config(cls, profile_file(profile, name), items)
+
+
+def prepare_step(
+    profile: str, overrides: str, out_dir: str, replay_fraction: float | None = None
+) -> dict[str, Any]:
+    """Prepare stage datasets, eval sets and the data report into ``out_dir``.
+
+    ``replay_fraction`` is a pipeline parameter of its own (the knob people turn most), applied
+    after the other overrides.
+    """
+    from taigimed.data.config import DataConfig
+    from taigimed.data.prepare import prepare
+
+    items = split_overrides(overrides)
+    if replay_fraction is not None:
+        items.append(f"{REPLAY_FRACTION_KEY}={replay_fraction}")
+    with in_project_home():
+        cfg = profile_config(DataConfig, profile, "data.yaml", items)
+        return prepare(cfg, Path(out_dir))
+
+
+def train_step(
+    profile: str, stage: int, data_dir: str, base_model: str, out_dir: str, overrides: str
+) -> dict[str, Any]:
+    """Train one stage; stage 2's ``base_model`` is stage 1's merged model directory.
+
+    ``resume=True`` makes a retried pod (or a re-run after a crash) continue from its last
+    checkpoint instead of starting over; with no checkpoint it starts fresh.
+    """
+    from taigimed.train.config import TrainConfig
+    from taigimed.train.recipe import train_stage
+
+    with in_project_home():
+        cfg = profile_config(TrainConfig, profile, "train.yaml", overrides)
+        base = base_model or None
+        return train_stage(
+            cfg,
+            stage=stage,
+            data_dir=Path(data_dir),
+            out_dir=Path(out_dir),
+            base_model=base,
+            resume=True,
+        )
+
+
+def evaluate_step(
+    profile: str,
+    candidate_dir: str,
+    data_dir: str,
+    base_model: str,
+    registry_root: str,
+    out_dir: str,
+    overrides: str,
+) -> dict[str, Any]:
+    """Evaluate the candidate, the base model and the current champion on the same eval sets.
+
+    The champion is re-evaluated rather than trusted from its old metrics: today's eval set may
+    differ from the one it was registered with, and the gate must compare like with like.
+    Writes ``<out>/{candidate,base,champion}/metrics.json`` and ``<out>/summary.json``.
+    """
+    from taigimed.eval.config import EvalConfig
+    from taigimed.eval.evaluate import evaluate_model
+    from taigimed.registry import Registry
+
+    out = Path(out_dir)
+    eval_dir = Path(data_dir) / "eval"
+    with in_project_home():
+        cfg = profile_config(EvalConfig, profile, "eval.yaml", overrides)
+        models: dict[str, str | None] = {"candidate": candidate_dir, "base": base_model or None}
+        champion = Registry(registry_root).champion()
+        models["champion"] = str(Registry(registry_root).model_path(champion)) if champion else None
+        summary: dict[str, Any] = {"champion_version": champion}
+        for role, model in models.items():
+            if model is None:
+                summary[role] = None
+                continue
+            log.info("evaluating %s: %s", role, model)
+            summary[role] = evaluate_model(model, eval_dir, cfg, out / role)
+    write_json(out / "summary.json", summary)
+    return summary
+
+
+def gate_step(profile: str, eval_dir: str, overrides: str, out_dir: str) -> tuple[bool, list[str]]:
+    """Apply the promotion gate to the evaluation summary; write ``gate.json`` and a report."""
+    from taigimed.eval.config import GateConfig
+    from taigimed.eval.gate import gate, write_gate_report
+
+    summary = read_json(Path(eval_dir) / "summary.json")
+    with in_project_home():
+        thresholds = profile_config(GateConfig, profile, "gate.yaml", overrides)
+    result = gate(summary["candidate"], thresholds, summary.get("champion"), summary.get("base"))
+    write_gate_report(result, Path(out_dir))
+    return result.passed, list(result.reasons)
+
+
+def register_step(candidate_dir: str, eval_dir: str, gate_dir: str, registry_root: str) -> str:
+    """Register the candidate with its metrics and gate verdict; returns the new version."""
+    from taigimed.registry import Registry
+
+    summary = read_json(Path(eval_dir) / "summary.json")
+    verdict = read_json(Path(gate_dir) / "gate.json")
+    card = Path(candidate_dir) / "MODEL_CARD.md"
+    return Registry(registry_root).register(
+        Path(candidate_dir),
+        metrics=summary["candidate"],
+        verdict=verdict,
+        card=card.read_text(encoding="utf-8") if card.is_file() else "",
+    )
+
+
+def deploy_canary_step(version: str, registry_root: str, gitops_repo: str, plan: str) -> str:
+    """Make ``version`` the champion and, with a GitOps checkout, start its canary there.
+
+    Locally (no ``gitops_repo``) the champion pointer is the deployment: ``taigimed serve``
+    and the next run's gate read it. On a cluster the rollout tool writes the new
+    ``storageUri`` and the first ``canaryTrafficPercent`` into the prod overlay and commits;
+    Argo CD applies it and ``taigimed rollout step`` takes it from there.
+    """
+    from taigimed.registry import Registry
+
+    registry = Registry(registry_root)
+    registry.set_champion(version)
+    if not gitops_repo:
+        return f"champion={version} (local: no GitOps repo given, nothing to roll out)"
+    from taigimed.rollout.machine import start_canary
+
+    with in_project_home():
+        state = start_canary(
+            repo=Path(gitops_repo),
+            version=version,
+            storage_uri=registry.storage_uri(version),
+            plan_path=Path(plan) if plan else None,
+        )
+    return f"champion={version}; canary started: {state}"
+
+
+def record_rejection(reasons: list[str], out_dir: str) -> str:
+    """Write the rejection verdict where people look for it; the run itself succeeds."""
+    text = "# Candidate rejected by the promotion gate\n\n" + "\n".join(f"- {r}" for r in reasons)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    (Path(out_dir) / "REJECTED.md").write_text(text + "\n", encoding="utf-8")
+    return text
