@@ -13,7 +13,7 @@ users get:
   logged or stored.
 
 Matching is on normalised text (NFKC, lower case, spaces removed) with phrase lists in Taigi
-Hàn-jī, Mandarin and Tâi-lô. In a phrase, ``…`` allows a short gap (up to four characters), so
+Hàn-jī, Mandarin and Tâi-lô. In a phrase, ``…`` allows a short gap (a word or two), so
 ``胸坎…痛`` catches 胸坎痛, 胸坎足痛 and 胸坎遐真痛. It is deliberately simple and auditable:
 a clinician can read the lists below and see what triggers an escalation. Recall matters more
 than precision here: an unnecessary "go to the ER" costs a trip; a missed stroke costs a life.
@@ -52,12 +52,12 @@ REFERRAL_MESSAGE = (
 RED_FLAGS: dict[str, tuple[str, ...]] = {
     "chest_pain": (
         "胸坎…痛", "胸坎…疼", "胸口…痛", "胸…痛", "心肝頭…痛", "胸坎…絞", "胸悶", "胸坎…硩",
-        "胸坎…鬱", "tshing-khám…thiànn", "chest…pain",
+        "胸坎…鬱", "hing-khám…thiànn", "chest…pain",
     ),
     "stroke": (
         "面歪", "嘴歪", "喙歪", "臉歪", "面…歪一爿", "半爿身軀", "半邊身體", "手軟",
         "一爿手…無力", "講話…不輪轉", "講話…袂輪轉", "講話大舌", "口齒不清", "中風",
-        "突然看無", "忽然看無", "tiong-hong", "stroke",
+        "突然看無", "忽然看無", "tiong-hong", "tshuì…uai", "bīn…uai", "stroke",
     ),
     "breathing": (
         "喘袂過", "喘不過氣", "袂喘氣", "無法度喘氣", "呼吸困難", "吸無…氣", "喘甲",
@@ -120,14 +120,22 @@ class GuardDecision:
 
 
 def normalise(text: str) -> str:
-    """NFKC, lower case, whitespace removed: so 'Chest  Pain' and full-width forms match."""
-    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text).lower())
+    """NFKC, lower case, whitespace and tone marks removed.
+
+    So 'Chest  Pain' and full-width forms match, and Tâi-lô/POJ match with or without tone
+    diacritics ("tiòng-hong" == "tiong-hong"); users often type romanisation without tones.
+    """
+    decomposed = unicodedata.normalize("NFD", unicodedata.normalize("NFKC", text).lower())
+    no_tones = "".join(ch for ch in decomposed if not "\u0300" <= ch <= "\u036f")
+    return re.sub(r"\s+", "", unicodedata.normalize("NFC", no_tones))
 
 
 def phrase_pattern(phrase: str) -> re.Pattern[str]:
-    """Compile a phrase; ``…`` becomes a gap of at most four characters."""
+    """Compile a phrase; ``…`` becomes a short gap: four characters of Hàn-jī (one or two
+    words), twelve of romanisation (a word or two in Tâi-lô or English)."""
     parts = [re.escape(normalise(part)) for part in phrase.split("…")]
-    return re.compile(".{0,4}?".join(parts))
+    gap = ".{0,12}?" if re.search("[a-z]", phrase) else ".{0,4}?"
+    return re.compile(gap.join(parts))
 
 
 def contains(norm_text: str, phrase: str) -> bool:

@@ -63,3 +63,9 @@ def test_pii_is_scrubbed():
     assert "0912-345-678" not in scrubbed and "2345-6789" not in scrubbed
     assert "example.com" not in scrubbed and "[EMAIL]" in scrubbed
     assert g.scrub_pii("血壓 130/85，體溫 38.5 度") == "血壓 130/85，體溫 38.5 度"
+
+
+def test_tai_lo_red_flags_match_with_or_without_tones():
+    for text in ["Guá ê hing-khám tsiok thiànn", "A-má tshuì uai--khì, tiòng-hong"]:
+        assert g.triage(text).escalate, text
+    assert g.triage("tiong-hong").escalate
