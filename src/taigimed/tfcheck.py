@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import re
 import shutil
@@ -207,6 +208,13 @@ def mask_non_code(text: str) -> str:
     out: list[str] = []
     _mask_code(text, 0, out, stop_at_brace=False)
     return "".join(out)
+
+
+@functools.lru_cache(maxsize=512)
+def parse_hcl(text: str) -> dict[str, Any]:
+    """python-hcl2 parse of a file's text, cached by content (parsing dominates run time, and
+    the checked tree rarely changes between calls in one process). Callers must not mutate."""
+    return hcl2.loads(text)
 
 
 def _first_line(exc: Exception) -> str:
@@ -826,9 +834,10 @@ class ModuleDir:
     required_providers: dict[str, dict[str, Any]] = field(default_factory=dict)
     provider_blocks: list[tuple[str, Path]] = field(default_factory=list)
     template_calls: list[TemplateCall] = field(default_factory=list)
+    broken: bool = False  # a file failed to parse: cross-checks would only echo that error
 
     def decl_line(self, file: Path, kind: str, name: str) -> int:
-        return find_line(self.texts[file], rf'^\s*{kind}\s+"{re.escape(name)}"')
+        return find_line(self.texts[file], rf'^[ \t]*{kind}\s+"{re.escape(name)}"')
 
 
 def load_module(path: Path, findings: list[Finding]) -> ModuleDir:
@@ -839,10 +848,11 @@ def load_module(path: Path, findings: list[Finding]) -> ModuleDir:
         module.texts[file] = text
         module.masked[file] = mask_non_code(text)
         try:
-            parsed = hcl2.loads(text)
+            parsed = parse_hcl(text)
         except Exception as exc:  # lark raises several exception types; all carry a position
             line = getattr(exc, "line", 1) or 1
             findings.append(Finding(file, line, "error", f"HCL does not parse: {_first_line(exc)}"))
+            module.broken = True
             continue
         module.parsed[file] = parsed
         _collect_declarations(module, file, parsed)
@@ -877,12 +887,17 @@ def _collect_declarations(module: ModuleDir, file: Path, parsed: dict[str, Any])
             for name, spec in req.items():
                 if not name.startswith("__"):
                     module.required_providers[name] = spec if isinstance(spec, dict) else {}
+    seen: dict[str, int] = {}
     for value in iter_strings(parsed):
-        for call in _template_calls_in(value, module, file):
+        for call in _template_calls_in(value, module, file, seen):
             module.template_calls.append(call)
 
 
-def _template_calls_in(expr: str, module: ModuleDir, file: Path) -> list[TemplateCall]:
+def _template_calls_in(
+    expr: str, module: ModuleDir, file: Path, seen: dict[str, int]
+) -> list[TemplateCall]:
+    """templatefile() calls in one parsed expression; `seen` counts calls per template name so
+    that the nth call of a template in a file is located at its nth mention in the source."""
     calls = []
     for match in re.finditer(r"\btemplatefile\s*\(", expr):
         args, _ = call_arguments(expr, match.end() - 1)
@@ -897,7 +912,15 @@ def _template_calls_in(expr: str, module: ModuleDir, file: Path) -> list[Templat
                 )
         keys = object_keys(args[1]) if len(args) > 1 else []
         name = Path(literal).name if literal else "templatefile("
-        line = find_line(module.texts[file], re.escape(name)) if name else 1
+        masked = module.masked[file]
+        mentions = [
+            line_of(masked, m.start())
+            for m in re.finditer(r"\btemplatefile\s*\(", masked)
+            if name in module.texts[file][m.start() : m.start() + 400]
+        ] or [1]
+        index = seen.get(name, 0)
+        seen[name] = index + 1
+        line = mentions[min(index, len(mentions) - 1)]
         calls.append(TemplateCall(file, line, template, keys, raw_path))
     return calls
 
@@ -1046,7 +1069,7 @@ def check_references(
             findings.append(
                 Finding(
                     file,
-                    find_line(module.texts[file], rf"^\s*{re.escape(name)}\s*="),
+                    find_line(module.texts[file], rf"^[ \t]*{re.escape(name)}\s*="),
                     "warning",
                     f"local.{name} is defined but never used",
                 )
@@ -1080,6 +1103,8 @@ def check_module_calls(
             )
             continue
         child = by_path.get(source)
+        if child is not None and child.broken:
+            continue
         if child is None:
             findings.append(
                 Finding(
@@ -1093,7 +1118,7 @@ def check_module_calls(
         passed = {k for k in body if k not in MODULE_META_ARGS and not k.startswith("__")}
         for arg in sorted(passed - set(child.variables)):
             arg_line = (
-                find_line(module.texts[file], rf"^\s*{re.escape(arg)}\s*=")
+                find_line(module.texts[file], rf"^[ \t]*{re.escape(arg)}\s*=")
                 if arg in module.texts[file]
                 else line
             )
@@ -1155,7 +1180,7 @@ def check_providers(module: ModuleDir, is_root: bool, findings: list[Finding]) -
             continue
         for kind, rtype, name, file, body in module.resource_bodies:
             if rtype.startswith(provider + "_") and "provider" not in body:
-                line = find_line(module.texts[file], rf'^\s*{kind}\s+"{rtype}"\s+"{name}"')
+                line = find_line(module.texts[file], rf'^[ \t]*{kind}\s+"{rtype}"\s+"{name}"')
                 findings.append(
                     Finding(
                         file,
@@ -1170,7 +1195,7 @@ def check_providers(module: ModuleDir, is_root: bool, findings: list[Finding]) -
             findings.append(
                 Finding(
                     file,
-                    find_line(module.texts[file], r'^\s*provider\s+"'),
+                    find_line(module.texts[file], r'^[ \t]*provider\s+"'),
                     "warning",
                     f'provider "{name}" configured inside a reusable module: configure providers '
                     "in the root and pass them in",
@@ -1337,7 +1362,7 @@ def _render_samples(
     passed = {key for call in calls if call.keys for key in call.keys}
     for set_name, values in samples.items():
         line = find_line(
-            samples_file.read_text(encoding="utf-8"), rf"^\s+{re.escape(str(set_name))}:"
+            samples_file.read_text(encoding="utf-8"), rf"^[ \t]+{re.escape(str(set_name))}:"
         )
         if not isinstance(values, dict):
             findings.append(
@@ -1381,7 +1406,7 @@ def check_tfvars_examples(module: ModuleDir, findings: list[Finding]) -> None:
     for example in sorted(module.path.glob("*.tfvars.example")):
         text = example.read_text(encoding="utf-8")
         try:
-            values = hcl2.loads(text)
+            values = parse_hcl(text)
         except Exception as exc:
             findings.append(
                 Finding(
@@ -1393,7 +1418,7 @@ def check_tfvars_examples(module: ModuleDir, findings: list[Finding]) -> None:
             )
             continue
         for name in [n for n in values if not n.startswith("__")]:
-            line = find_line(text, rf"^\s*{re.escape(name)}\s*=")
+            line = find_line(text, rf"^[ \t]*{re.escape(name)}\s*=")
             if name not in module.variables:
                 findings.append(
                     Finding(
@@ -1505,6 +1530,8 @@ def check_tree(
     children = {src for m in modules for call in m.modules if (src := _module_source(m, call))}
     for module in modules:
         is_root = module.path.resolve() not in children
+        if module.broken:
+            continue
         check_variables(module, findings)
         check_references(module, by_path, findings)
         check_module_calls(module, by_path, findings)
