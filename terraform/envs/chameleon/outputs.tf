@@ -19,14 +19,15 @@ output "ssh_command" {
 }
 
 output "kubeconfig_command" {
-  description = "Fetch the kubeconfig once cloud-init has finished (a few minutes after apply) and point kubectl at it."
-  value       = "ssh ${local.ssh_user}@${local.control_ip} 'sudo cloud-init status --wait >/dev/null; sudo cat /etc/rancher/k3s/k3s.yaml' | sed 's/127.0.0.1/${local.control_ip}/' > ${local.kubeconfig} && chmod 600 ${local.kubeconfig} && export KUBECONFIG=$PWD/${local.kubeconfig}"
+  description = "Writes the kubeconfig (server address rewritten to the floating IP) once cloud-init has finished; then export KUBECONFIG=$PWD/kubeconfig-<prefix>.yaml."
+  value       = "ssh ${local.ssh_user}@${local.control_ip} 'sudo cloud-init status --wait >/dev/null; sudo cat /etc/rancher/k3s/k3s.yaml' | sed 's/127.0.0.1/${local.control_ip}/' > ${local.kubeconfig} && chmod 600 ${local.kubeconfig}"
 }
 
 output "next_steps" {
   description = "What to do after apply: check the nodes, then bootstrap Argo CD from argo/."
   value       = <<-EOT
     1. Fetch the kubeconfig:   terraform output -raw kubeconfig_command | sh
+                               export KUBECONFIG=$PWD/${local.kubeconfig}
     2. Check the nodes:        kubectl get nodes -L taigimed.io/pool,taigimed.io/accelerator
     3. Bootstrap Argo CD:      kubectl apply -k ../../../argo/bootstrap   (see argo/README.md)
        Argo CD then syncs manifests/overlays/<env> from git.
