@@ -1485,14 +1485,17 @@ def run_terraform_validate(
             check=False,
         )
         if init.returncode != 0:
-            last = (init.stderr or init.stdout).strip().splitlines()[-1:] or [""]
+            lines = [ln.strip(" │╷╵") for ln in (init.stderr or init.stdout).splitlines()]
+            reason = next(
+                (ln for ln in lines if ln.startswith("Error:")), lines[-1] if lines else ""
+            )
             findings.append(
                 Finding(
                     module.path,
                     1,
                     severity,
                     "terraform validate skipped: init failed (providers unavailable offline?): "
-                    f"{last[0]}",
+                    + reason,
                 )
             )
             continue
