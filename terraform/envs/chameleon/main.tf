@@ -8,18 +8,19 @@ module "cluster" {
     openstack.chi = openstack.chi
   }
 
-  name_prefix            = var.name_prefix
-  ssh_public_key         = var.ssh_public_key
-  admin_cidr             = var.admin_cidr
-  ingress_cidr           = var.ingress_cidr
-  control_flavor         = var.control_flavor
-  cpu_node_count         = var.cpu_node_count
-  cpu_flavor             = var.cpu_flavor
-  kvm_image              = var.kvm_image
-  gpu_reservation_id     = var.gpu_reservation_id
-  gpu_image              = var.gpu_image
-  k3s_version            = var.k3s_version
-  k3s_disable_components = var.k3s_disable_components
+  name_prefix                 = var.name_prefix
+  ssh_public_key              = var.ssh_public_key
+  admin_cidr                  = var.admin_cidr
+  ingress_cidr                = var.ingress_cidr
+  control_flavor              = var.control_flavor
+  cpu_node_count              = var.cpu_node_count
+  cpu_flavor                  = var.cpu_flavor
+  kvm_image                   = var.kvm_image
+  gpu_reservation_id          = var.gpu_reservation_id
+  gpu_image                   = var.gpu_image
+  k3s_version                 = var.k3s_version
+  k3s_disable_components      = var.k3s_disable_components
+  deploy_nvidia_device_plugin = var.deploy_nvidia_device_plugin
 }
 
 locals {

@@ -122,6 +122,12 @@ variable "k3s_version" {
   default     = "v1.33.2+k3s1"
 }
 
+variable "deploy_nvidia_device_plugin" {
+  description = "Let the k3s server deploy the NVIDIA device plugin (true), or leave it to Argo CD's platform-nvidia-device-plugin Application (false). Never both."
+  type        = bool
+  default     = true
+}
+
 variable "k3s_disable_components" {
   description = "Packaged k3s components to disable (e.g. [\"traefik\"])."
   type        = list(string)

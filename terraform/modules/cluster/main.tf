@@ -99,7 +99,7 @@ module "control" {
     tls_sans              = [openstack_networking_floatingip_v2.control.address, local.control_private_ip]
     node_labels           = local.control_labels
     disable_components    = var.k3s_disable_components
-    install_device_plugin = local.gpu_enabled
+    install_device_plugin = local.gpu_enabled && var.deploy_nvidia_device_plugin
     device_plugin_version = var.nvidia_device_plugin_version
   })
 }

@@ -126,6 +126,12 @@ variable "k3s_disable_components" {
   default     = []
 }
 
+variable "deploy_nvidia_device_plugin" {
+  description = "Deploy the NVIDIA device plugin from the k3s server's auto-deploy manifests when a GPU node exists. Set false when Argo CD's platform-nvidia-device-plugin Application owns it: never run both."
+  type        = bool
+  default     = true
+}
+
 variable "nvidia_device_plugin_version" {
   description = "Tag of nvcr.io/nvidia/k8s-device-plugin deployed when a GPU node exists."
   type        = string
