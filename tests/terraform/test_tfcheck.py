@@ -8,6 +8,7 @@ the line and the item.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -147,11 +148,10 @@ def test_undeclared_resource_reference_is_an_error(tree: Path) -> None:
 
 def test_module_call_with_unknown_or_missing_inputs_is_an_error(tree: Path) -> None:
     env_main = tree / ENV / "main.tf"
-    edit(
-        env_main,
-        "  ssh_public_key         = var.ssh_public_key\n",
-        "  ssh_key = var.ssh_public_key\n",
-    )
+    text = env_main.read_text(encoding="utf-8")
+    renamed = re.sub(r"ssh_public_key\s*= var.ssh_public_key", "ssh_key = var.ssh_public_key", text)
+    assert renamed != text
+    env_main.write_text(renamed, encoding="utf-8")
     messages = [f.message for f in errors(check_tree(tree))]
     assert any("passes ssh_key" in m and "does not declare" in m for m in messages)
     assert any('does not pass required variable "ssh_public_key"' in m for m in messages)
