@@ -123,9 +123,9 @@ variable "k3s_version" {
 }
 
 variable "deploy_nvidia_device_plugin" {
-  description = "Let the k3s server deploy the NVIDIA device plugin (true), or leave it to Argo CD's platform-nvidia-device-plugin Application (false). Never both."
+  description = "Let the k3s server deploy the NVIDIA device plugin. Default false: the runbook bootstraps Argo CD, whose platform-nvidia-device-plugin Application owns it; set true for a cluster without Argo CD. Never both."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "k3s_disable_components" {

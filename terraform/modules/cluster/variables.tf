@@ -127,9 +127,9 @@ variable "k3s_disable_components" {
 }
 
 variable "deploy_nvidia_device_plugin" {
-  description = "Deploy the NVIDIA device plugin from the k3s server's auto-deploy manifests when a GPU node exists. Set false when Argo CD's platform-nvidia-device-plugin Application owns it: never run both."
+  description = "Let the k3s server deploy the NVIDIA device plugin. Default false: the runbook bootstraps Argo CD, whose platform-nvidia-device-plugin Application owns it; set true for a cluster without Argo CD. Never both."
   type        = bool
-  default     = true
+  default     = false
 }
 
 variable "nvidia_device_plugin_version" {
