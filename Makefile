@@ -40,7 +40,7 @@ test-deps: ## system packages the integration tests use (Prometheus server)
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "WARNING: could not install prometheus; the rollout tests that need it will skip"; }
 
-test: setup lint test-deps ## lint + the whole test suite (what CI runs)
+test: setup lint tf-check test-deps ## lint, static Terraform checks and the whole test suite (what CI runs)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: setup ## the suite without the slow real runs
