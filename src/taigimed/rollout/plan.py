@@ -62,7 +62,7 @@ class RolloutPlan:
     window: str = "10m"  # PromQL range each step is judged over
     prometheus_url: str = "http://kube-prometheus-stack-prometheus.monitoring:9090"
     label_selector: str = 'namespace="taigimed-prod"'  # extra matchers on every query
-    route_regex: str = ".*/chat/completions"  # routes that count as traffic
+    route_regex: str = "chat|completions"  # guard `route` labels that count as traffic
     overlay: Path = Path("manifests/overlays/prod")  # the overlay `rollout` edits
     inference_service: str = "taigimed"
     namespace: str = "taigimed-prod"  # used by --apply kube
