@@ -1,0 +1,137 @@
+"""Serving configuration: one dataclass for the predictor, the guard and ``taigimed serve``.
+
+Loaded with ``taigimed.config.load_config(ServeConfig, "configs/demo-cpu/serve.yaml", overrides)``.
+Secrets never live here: bearer tokens are read from the environment variables named in
+``auth`` so that a YAML file can be committed and a Kubernetes Secret can fill the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from taigimed.config import ConfigError
+
+
+@dataclass
+class PredictorSettings:
+    """The transformers predictor and its dynamic batcher."""
+
+    max_batch_size: int = 16  # sequences decoded together; 1 = the naive one-at-a-time baseline
+    batch_wait_ms: float = 10.0  # an idle batcher waits this long to gather a first batch
+    max_queue: int = 64  # waiting requests beyond the running batch; more -> HTTP 429
+    max_model_len: int = 2048  # prompt + completion tokens per sequence
+    default_max_tokens: int = 256  # when the request names no max_tokens
+    default_temperature: float = 0.0  # greedy unless the request asks otherwise
+    dtype: str = "float32"  # torch dtype name; bfloat16/float16 only make sense on a GPU
+    device: str = "auto"  # auto = cuda when present, else cpu
+    torch_threads: int = 0  # 0 = torch's default (all cores)
+
+    def validate(self) -> None:
+        if self.max_batch_size < 1:
+            raise ConfigError("predictor.max_batch_size must be >= 1")
+        if self.max_queue < 1:
+            raise ConfigError("predictor.max_queue must be >= 1")
+        if self.batch_wait_ms < 0:
+            raise ConfigError("predictor.batch_wait_ms must be >= 0")
+        if self.default_max_tokens < 1 or self.default_max_tokens >= self.max_model_len:
+            raise ConfigError("predictor.default_max_tokens must be in [1, max_model_len)")
+
+
+@dataclass
+class LimitSettings:
+    """What the guard refuses before any work is done (each refusal is a 4xx with a reason)."""
+
+    max_request_bytes: int = 65536  # larger bodies -> 413
+    max_tokens: int = 512  # a request asking for more -> 400
+    max_messages: int = 32  # chat turns per request
+    max_prompt_chars: int = 8000  # characters over all messages
+    max_inflight: int = 64  # requests in progress in the guard; more -> 429 with Retry-After
+    retry_after_s: int = 1  # the Retry-After header on 429/503
+    predictor_timeout_s: float = 300.0  # guard -> predictor request timeout
+
+
+@dataclass
+class ReviewSettings:
+    """The clinician review queue."""
+
+    # Answers whose confidence (exp of the mean token log-probability) is below this are held.
+    confidence_threshold: float = 0.35
+    # Questions mentioning any of these always go to a clinician, whatever the confidence.
+    topics: list[str] = field(
+        default_factory=lambda: ["懷孕", "有身", "孕婦", "化療", "癌", "洗腎", "pregnan"]
+    )
+    # SQLAlchemy URL: a SQLite file locally, postgresql+psycopg://... on a cluster.
+    store_url: str = "sqlite:///runs/serve/review.db"
+    # What the client reads while a clinician has not decided yet.
+    pending_message: str = (
+        "你的問題需要醫生先看過才回答。請用 session id 查結果。"
+        "（此問題需由醫師審閱後回覆，請以 session id 查詢。）"
+    )
+    rejected_message: str = (
+        "醫生看過了，這个回答無適合。請直接去看醫生。（醫師審閱後未核准此回答，請直接就醫。）"
+    )
+    # Streaming answers are buffered until confidence is known, so a held answer is never shown.
+    hold_streams: bool = True
+
+    def validate(self) -> None:
+        if not 0.0 <= self.confidence_threshold <= 1.0:
+            raise ConfigError("review.confidence_threshold must be between 0 and 1")
+
+
+@dataclass
+class AuthSettings:
+    """Optional bearer-token auth; the tokens come from environment variables, never from YAML."""
+
+    # Comma-separated client tokens; empty or unset = auth off for the OpenAI routes.
+    api_tokens_env: str = "TAIGIMED_API_TOKENS"
+    # Comma-separated reviewer tokens for /v1/review/*; unset = the API tokens are accepted.
+    reviewer_tokens_env: str = "TAIGIMED_REVIEWER_TOKENS"
+
+    def api_tokens(self) -> set[str]:
+        return _tokens_from_env(self.api_tokens_env)
+
+    def reviewer_tokens(self) -> set[str]:
+        return _tokens_from_env(self.reviewer_tokens_env) or self.api_tokens()
+
+
+def _tokens_from_env(name: str) -> set[str]:
+    return {t.strip() for t in os.environ.get(name, "").split(",") if t.strip()}
+
+
+@dataclass
+class PolicySettings:
+    """Which guardrails are on (mirrors ``taigimed.guardrails.GuardPolicy``)."""
+
+    escalate_red_flags: bool = True
+    refer_prescriptions: bool = True
+    add_disclaimer: bool = True
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``taigimed serve`` needs besides the model directory."""
+
+    model_name: str = "taigimed"  # the served model name (vLLM's --served-model-name)
+    model_version: str = "dev"  # label on every metric; canary and stable differ here
+    host: str = "127.0.0.1"  # bind address; 0.0.0.0 only inside a container
+    port: int = 8080  # guard (what clients call)
+    predictor_port: int = 8081  # predictor (only the guard calls it)
+    # Prepended when the client sends no system message.
+    system_prompt: str = (
+        "你是台語醫療衛教助理。用台語漢字簡單回答，毋通做診斷，嚴重的症狀愛叫人去看醫生。"
+    )
+    predictor: PredictorSettings = field(default_factory=PredictorSettings)
+    limits: LimitSettings = field(default_factory=LimitSettings)
+    review: ReviewSettings = field(default_factory=ReviewSettings)
+    auth: AuthSettings = field(default_factory=AuthSettings)
+    policy: PolicySettings = field(default_factory=PolicySettings)
+
+    def validate(self) -> None:
+        if not self.model_name:
+            raise ConfigError("model_name must not be empty")
+        for key in ("port", "predictor_port"):
+            if not 0 <= getattr(self, key) < 65536:
+                raise ConfigError(f"{key} must be a TCP port (0-65535)")
+        self.predictor.validate()
+        self.review.validate()

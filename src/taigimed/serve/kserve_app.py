@@ -1,0 +1,143 @@
+"""A FastAPI app carrying KServe's own REST data plane, plus a server bound where we say.
+
+Why not ``kserve.ModelServer().start(...)``: it binds 0.0.0.0 with no option to change it, starts
+a gRPC server, owns signal handling, and uses one module-level app (two servers in one test
+process would share routes). We reuse kserve's pieces instead -- ``ModelRepository``,
+``DataPlane``, the v1/v2 route registration and its exception handlers -- on a fresh app, so
+health (``/``, ``/v1/models/{name}``, ``/v2/health/live``, ``/v2/health/ready``,
+``/v2/models/{name}/ready``) and model-ready semantics are exactly KServe's, and the OpenAI
+routes are added next to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import socket
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _plain_argv() -> Iterator[None]:
+    """kserve parses ``sys.argv`` when imported; hide our own flags from it."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def import_kserve() -> Any:
+    with _plain_argv():
+        import kserve
+
+    return kserve
+
+
+def build_app(
+    models: list[Any], title: str, on_shutdown: Sequence[Callable[[], Any]] = ()
+) -> FastAPI:
+    """A FastAPI app with kserve's health, v1 and v2 routes for ``models``.
+
+    ``on_shutdown`` callables run when the server stops (sync or async).
+    """
+    import_kserve()
+    from kserve import errors
+    from kserve.model_repository import ModelRepository
+    from kserve.protocol.dataplane import DataPlane
+    from kserve.protocol.model_repository_extension import ModelRepositoryExtension
+    from kserve.protocol.rest.v1_endpoints import register_v1_endpoints
+    from kserve.protocol.rest.v2_endpoints import register_v2_endpoints
+
+    repository = ModelRepository()
+    for model in models:
+        repository.update(model)
+    dataplane = DataPlane(model_registry=repository)
+    extension = ModelRepositoryExtension(model_registry=repository)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        for hook in on_shutdown:
+            result = hook()
+            if inspect.isawaitable(result):
+                await result
+
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.add_api_route("/", dataplane.live, methods=["GET"])
+    register_v1_endpoints(app, dataplane, extension)
+    register_v2_endpoints(app, dataplane, extension)
+    for exc, handler in (
+        (errors.InvalidInput, errors.invalid_input_handler),
+        (errors.InferenceError, errors.inference_error_handler),
+        (errors.ModelNotFound, errors.model_not_found_handler),
+        (errors.ModelNotReady, errors.model_not_ready_handler),
+        (NotImplementedError, errors.not_implemented_error_handler),
+        (errors.UnsupportedProtocol, errors.unsupported_protocol_error_handler),
+        (errors.ServerNotLive, errors.server_not_live_handler),
+        (errors.ServerNotReady, errors.server_not_ready_handler),
+    ):
+        app.add_exception_handler(exc, handler)
+    app.state.dataplane = dataplane
+    return app
+
+
+def set_predictor_config(predictor_host: str | None, health_check: bool) -> None:
+    """Tell kserve (as ``--predictor_host`` does) where the predictor is, for readiness."""
+    import_kserve()
+    from kserve import context
+    from kserve.predictor_config import PredictorConfig
+
+    context.set_predictor_config(
+        PredictorConfig(
+            predictor_host=predictor_host,
+            predictor_protocol="v2",
+            predictor_health_check=health_check,
+        )
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """Bind before serving, so ``port=0`` yields a known ephemeral port with no race."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(app: FastAPI, host: str, port: int, port_file: Path | None = None) -> None:
+    """Run ``app`` with uvicorn on ``host:port``; write ``{"host", "port"}`` to ``port_file``."""
+    import uvicorn
+
+    sock = bind(host, port)
+    actual = sock.getsockname()[1]
+    config = uvicorn.Config(
+        app,
+        log_config=None,
+        timeout_keep_alive=65,
+        timeout_graceful_shutdown=10,
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    log.info("listening on http://%s:%d", host, actual)
+    if port_file is not None:
+        from taigimed.utils import write_json
+
+        write_json(port_file, {"host": host, "port": actual})
+    server.run(sockets=[sock])
+
+
+def host_port_url(host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}"

@@ -1,0 +1,551 @@
+"""The CPU/CUDA predictor: a ``kserve.Model`` over transformers with OpenAI-compatible routes.
+
+On a GPU cluster the predictor is KServe's vLLM runtime; this one serves the same API (the
+request and response shapes of vLLM's OpenAI server) from a merged model directory with
+transformers, so the guard, the tests and the demo run anywhere:
+
+* ``POST /openai/v1/chat/completions`` and ``/openai/v1/completions`` (plain and SSE streaming,
+  ``logprobs``/``top_logprobs``, ``stream_options.include_usage``), ``GET /openai/v1/models``;
+* KServe v1/v2 health and model-ready routes, v1 ``:predict``
+  (``{"instances": [{"prompt": ...}]}``);
+* ``/metrics`` (Prometheus).
+
+Requests are decoded together by ``ContinuousBatcher``. Run it with
+``python -m taigimed.serve.predictor --model-dir DIR`` or ``run_predictor(...)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from taigimed.config import load_config
+from taigimed.serve import openai_schema as oa
+from taigimed.serve.batching import (
+    ContinuousBatcher,
+    ErrorEvent,
+    FinishEvent,
+    GenerationHandle,
+    Overloaded,
+    SamplingParams,
+    TokenEvent,
+)
+from taigimed.serve.config import PredictorSettings, ServeConfig
+from taigimed.serve.kserve_app import build_app, import_kserve, serve
+from taigimed.serve.metrics import PredictorMetrics
+
+log = logging.getLogger(__name__)
+kserve = import_kserve()
+
+OPENAI_PREFIX = "/openai/v1"
+RETRY = {"Retry-After": "1"}  # seconds; a batch slot frees up about this often
+
+
+class TransformersLLM(kserve.Model):
+    """A causal LM from a model directory, decoded by the continuous batcher."""
+
+    def __init__(
+        self,
+        name: str,
+        model_dir: str | Path,
+        settings: PredictorSettings,
+        metrics: PredictorMetrics,
+    ) -> None:
+        super().__init__(name)
+        self.model_dir = Path(model_dir)
+        self.settings = settings
+        self.metrics = metrics
+        self.tokenizer: Any = None
+        self.batcher: ContinuousBatcher | None = None
+        self.created = int(time.time())
+
+    def load(self) -> bool:
+        import torch
+
+        from taigimed.models import load_causal_lm, load_tokenizer
+
+        if self.settings.torch_threads > 0:
+            torch.set_num_threads(self.settings.torch_threads)
+        device = None if self.settings.device == "auto" else self.settings.device
+        started = time.perf_counter()
+        self.tokenizer = load_tokenizer(self.model_dir)
+        model = load_causal_lm(self.model_dir, dtype=self.settings.dtype, device=device)
+        version = self.metrics.model_version
+        self.batcher = ContinuousBatcher(
+            model,
+            self.tokenizer,
+            max_batch_size=self.settings.max_batch_size,
+            batch_wait_ms=self.settings.batch_wait_ms,
+            max_queue=self.settings.max_queue,
+            max_model_len=self.settings.max_model_len,
+            on_step=lambda n: self.metrics.batch_size.labels(version).observe(n),
+        )
+        log.info(
+            "loaded %s on %s in %.1f s (max_batch_size=%d)",
+            self.model_dir,
+            self.batcher.device,
+            time.perf_counter() - started,
+            self.settings.max_batch_size,
+        )
+        self.ready = True
+        return self.ready
+
+    def stop(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        self.ready = False
+
+    # -- prompts and sampling -------------------------------------------------------------
+    def encode_chat(self, messages: list[oa.ChatMessage]) -> list[int]:
+        turns = [
+            {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+            for m in messages
+        ]
+        text = self.tokenizer.apply_chat_template(turns, add_generation_prompt=True, tokenize=False)
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def encode_text(self, prompt: str) -> list[int]:
+        return self.tokenizer(prompt)["input_ids"]
+
+    def sampling(
+        self, req: oa.SamplingFields, prompt_len: int, top_logprobs: int
+    ) -> SamplingParams:
+        """Sampling settings, with vLLM's context-length check as a 400."""
+        limit = self.settings.max_model_len
+        if prompt_len >= limit:
+            raise oa.APIError(
+                400,
+                f"This model's maximum context length is {limit} tokens; the prompt has "
+                f"{prompt_len}. Shorten the messages.",
+                param="messages",
+            )
+        max_tokens = req.requested_max_tokens()
+        if max_tokens is None:
+            max_tokens = min(self.settings.default_max_tokens, limit - prompt_len)
+        elif prompt_len + max_tokens > limit:
+            raise oa.APIError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} in "
+                "the completion). Reduce the length of the messages or max_tokens.",
+                param="max_tokens",
+            )
+        temperature = req.temperature
+        if temperature is None:
+            temperature = self.settings.default_temperature
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=req.top_p,
+            top_k=req.top_k,
+            seed=req.seed,
+            stop=list(req.stop or []),
+            ignore_eos=req.ignore_eos,
+            top_logprobs=top_logprobs,
+        )
+
+    def submit(self, prompt_ids: list[int], params: SamplingParams) -> GenerationHandle:
+        if not self.ready or self.batcher is None:
+            raise oa.APIError(
+                503, "model is not loaded yet", type="service_unavailable", headers=RETRY
+            )
+        try:
+            handle = self.batcher.submit(prompt_ids, params)
+        except Overloaded as err:
+            raise oa.APIError(
+                429, f"server busy: {err}; retry later", type="rate_limit_exceeded", headers=RETRY
+            ) from None
+        self.metrics.queue_depth.labels(self.metrics.model_version).set(self.batcher.queue_depth)
+        self.metrics.prompt_tokens.labels(self.metrics.model_version).inc(len(prompt_ids))
+        return handle
+
+    async def events(self, handle: GenerationHandle) -> AsyncIterator[Any]:
+        """The handle's events, with time-to-first-token and token metrics recorded."""
+        version = self.metrics.model_version
+        first = True
+        try:
+            async for event in handle:
+                if isinstance(event, TokenEvent):
+                    if first:
+                        waited = time.perf_counter() - handle.enqueued_at
+                        self.metrics.first_token.labels(version).observe(waited)
+                        first = False
+                    self.metrics.tokens.labels(version).inc()
+                yield event
+        finally:
+            handle.cancel()  # a client that went away frees its batch slot
+
+    async def generate(self, prompt_ids: list[int], params: SamplingParams) -> dict[str, Any]:
+        """Run one request to the end (see ``collect``)."""
+        return await self.collect(self.submit(prompt_ids, params))
+
+    async def collect(self, handle: GenerationHandle) -> dict[str, Any]:
+        """Text, per-token log-probabilities and the finish event of one request."""
+        text, tokens, logprobs, tops = [], [], [], []
+        finish: FinishEvent | None = None
+        async for event in self.events(handle):
+            if isinstance(event, TokenEvent):
+                text.append(event.text)
+                tokens.append(event.token)
+                logprobs.append(event.logprob)
+                tops.append(event.top_logprobs)
+            elif isinstance(event, FinishEvent):
+                text.append(event.text_tail)
+                finish = event
+            elif isinstance(event, ErrorEvent):
+                raise oa.APIError(500, event.message, type="internal_error")
+        return {
+            "text": "".join(text),
+            "tokens": tokens,
+            "logprobs": logprobs,
+            "top_logprobs": tops,
+            "finish": finish,
+        }
+
+    # -- KServe v1 ------------------------------------------------------------------------
+    async def predict(self, payload: Any, headers: dict[str, str] | None = None) -> dict:
+        """v1 ``{"instances": [{"prompt": str, "max_tokens": int}]}`` -> generated texts."""
+        if not isinstance(payload, dict) or not isinstance(payload.get("instances"), list):
+            raise kserve.errors.InvalidInput('expected {"instances": [{"prompt": "..."}]}')
+        jobs = []
+        for i, item in enumerate(payload["instances"]):
+            prompt = item.get("prompt") if isinstance(item, dict) else item
+            if not isinstance(prompt, str) or not prompt:
+                raise kserve.errors.InvalidInput(f"instances[{i}].prompt must be a string")
+            fields = oa.SamplingFields.model_validate(
+                {"max_tokens": item.get("max_tokens")} if isinstance(item, dict) else {}
+            )
+            ids = self.encode_text(prompt)
+            jobs.append(self.generate(ids, self.sampling(fields, len(ids), 0)))
+        results = await asyncio.gather(*jobs)
+        return {
+            "predictions": [
+                {
+                    "text": r["text"],
+                    "finish_reason": r["finish"].finish_reason,
+                    "completion_tokens": r["finish"].completion_tokens,
+                }
+                for r in results
+            ]
+        }
+
+
+class OpenAIRoutes:
+    """``/openai/v1/*`` handlers over a ``TransformersLLM``."""
+
+    def __init__(self, llm: TransformersLLM, served_names: list[str]) -> None:
+        self.llm = llm
+        self.names = served_names
+        self.metrics = llm.metrics
+
+    def register(self, app: FastAPI) -> None:
+        app.add_api_route(f"{OPENAI_PREFIX}/models", self.models, methods=["GET"])
+        app.add_api_route(
+            f"{OPENAI_PREFIX}/chat/completions", self.chat, methods=["POST"], response_model=None
+        )
+        app.add_api_route(
+            f"{OPENAI_PREFIX}/completions", self.completions, methods=["POST"], response_model=None
+        )
+
+    def _observe(self, route: str, status: int, started: float) -> None:
+        v = self.metrics.model_version
+        self.metrics.requests.labels(v, route, str(status)).inc()
+        self.metrics.latency.labels(v, route).observe(time.perf_counter() - started)
+
+    def _check_model(self, name: str | None) -> str:
+        if name is None:
+            return self.names[0]
+        if name not in self.names:
+            raise oa.APIError(
+                404,
+                f"The model `{name}` does not exist. Served models: {', '.join(self.names)}",
+                type="NotFoundError",
+                param="model",
+            )
+        return name
+
+    async def models(self) -> dict:
+        return oa.model_list(
+            self.names, self.llm.created, self.llm.settings.max_model_len, str(self.llm.model_dir)
+        )
+
+    async def chat(self, request: Request) -> Response:
+        started = time.perf_counter()
+        route = "chat"
+        try:
+            req = oa.parse_request(oa.ChatCompletionRequest, await request.body())
+            model = self._check_model(req.model)
+            ids = self.llm.encode_chat(req.messages)
+            params = self.llm.sampling(req, len(ids), req.top_logprobs if req.logprobs else 0)
+            handle = self.llm.submit(ids, params)
+        except oa.APIError as err:
+            self._observe(route, err.status, started)
+            raise
+        rid, created = oa.new_id("chatcmpl"), oa.now()
+        if req.stream:
+            return StreamingResponse(
+                self._chat_stream(handle, req, model, rid, created, started),
+                media_type="text/event-stream",
+            )
+        try:
+            result = await self.llm.collect(handle)
+        except oa.APIError as err:
+            self._observe(route, err.status, started)
+            raise
+        finish = result["finish"]
+        logprobs = None
+        if req.logprobs:
+            logprobs = [
+                oa.chat_logprob_entry(t, lp, top)
+                for t, lp, top in zip(
+                    result["tokens"], result["logprobs"], result["top_logprobs"], strict=True
+                )
+            ]
+        body = oa.chat_completion(
+            id=rid,
+            model=model,
+            text=result["text"],
+            finish_reason=finish.finish_reason,
+            stop_reason=finish.stop_reason,
+            prompt_tokens=finish.prompt_tokens,
+            completion_tokens=finish.completion_tokens,
+            logprobs=logprobs,
+        )
+        self._observe(route, 200, started)
+        return JSONResponse(body)
+
+    async def _chat_stream(
+        self,
+        handle: GenerationHandle,
+        req: oa.ChatCompletionRequest,
+        model: str,
+        rid: str,
+        created: int,
+        started: float,
+    ) -> AsyncIterator[bytes]:
+        status = 200
+        try:
+            yield oa.sse(
+                oa.chat_chunk(
+                    id=rid, model=model, created=created, delta={"role": "assistant", "content": ""}
+                )
+            )
+            async for event in self.llm.events(handle):
+                if isinstance(event, TokenEvent):
+                    lp = None
+                    if req.logprobs:
+                        lp = [oa.chat_logprob_entry(event.token, event.logprob, event.top_logprobs)]
+                    if event.text or lp:
+                        yield oa.sse(
+                            oa.chat_chunk(
+                                id=rid,
+                                model=model,
+                                created=created,
+                                delta={"content": event.text},
+                                logprobs=lp,
+                            )
+                        )
+                elif isinstance(event, FinishEvent):
+                    if event.text_tail:
+                        yield oa.sse(
+                            oa.chat_chunk(
+                                id=rid,
+                                model=model,
+                                created=created,
+                                delta={"content": event.text_tail},
+                            )
+                        )
+                    yield oa.sse(
+                        oa.chat_chunk(
+                            id=rid, model=model, created=created, finish_reason=event.finish_reason
+                        )
+                    )
+                    if req.include_usage():
+                        yield oa.sse(
+                            oa.chat_chunk(
+                                id=rid,
+                                model=model,
+                                created=created,
+                                with_choice=False,
+                                usage_info=oa.usage(event.prompt_tokens, event.completion_tokens),
+                            )
+                        )
+                else:
+                    status = 500
+                    yield oa.sse(oa.error_body(event.message, "internal_error", None, 500))
+            yield oa.SSE_DONE
+        finally:
+            self._observe("chat", status, started)
+
+    async def completions(self, request: Request) -> Response:
+        started = time.perf_counter()
+        route = "completions"
+        try:
+            req = oa.parse_request(oa.CompletionRequest, await request.body())
+            model = self._check_model(req.model)
+            ids = self.llm.encode_text(req.prompt)
+            params = self.llm.sampling(req, len(ids), req.logprobs or 0)
+            handle = self.llm.submit(ids, params)
+        except oa.APIError as err:
+            self._observe(route, err.status, started)
+            raise
+        rid, created = oa.new_id("cmpl"), oa.now()
+        if req.stream:
+            return StreamingResponse(
+                self._completion_stream(handle, req, model, rid, created, started),
+                media_type="text/event-stream",
+            )
+        try:
+            result = await self.llm.collect(handle)
+        except oa.APIError as err:
+            self._observe(route, err.status, started)
+            raise
+        finish = result["finish"]
+        logprobs = None
+        if req.logprobs is not None:
+            tops = result["top_logprobs"] if req.logprobs else None
+            logprobs = oa.completion_logprobs(result["tokens"], result["logprobs"], tops)
+        body = oa.text_completion(
+            id=rid,
+            model=model,
+            text=result["text"],
+            finish_reason=finish.finish_reason,
+            stop_reason=finish.stop_reason,
+            prompt_tokens=finish.prompt_tokens,
+            completion_tokens=finish.completion_tokens,
+            logprobs=logprobs,
+        )
+        self._observe(route, 200, started)
+        return JSONResponse(body)
+
+    async def _completion_stream(
+        self,
+        handle: GenerationHandle,
+        req: oa.CompletionRequest,
+        model: str,
+        rid: str,
+        created: int,
+        started: float,
+    ) -> AsyncIterator[bytes]:
+        status = 200
+        try:
+            async for event in self.llm.events(handle):
+                if isinstance(event, TokenEvent):
+                    lp = None
+                    if req.logprobs is not None:
+                        tops = [event.top_logprobs] if req.logprobs else None
+                        lp = oa.completion_logprobs([event.token], [event.logprob], tops)
+                    if event.text or lp:
+                        yield oa.sse(
+                            oa.completion_chunk(
+                                id=rid, model=model, created=created, text=event.text, logprobs=lp
+                            )
+                        )
+                elif isinstance(event, FinishEvent):
+                    yield oa.sse(
+                        oa.completion_chunk(
+                            id=rid,
+                            model=model,
+                            created=created,
+                            text=event.text_tail,
+                            finish_reason=event.finish_reason,
+                        )
+                    )
+                    if req.include_usage():
+                        yield oa.sse(
+                            oa.completion_chunk(
+                                id=rid,
+                                model=model,
+                                created=created,
+                                with_choice=False,
+                                usage_info=oa.usage(event.prompt_tokens, event.completion_tokens),
+                            )
+                        )
+                else:
+                    status = 500
+                    yield oa.sse(oa.error_body(event.message, "internal_error", None, 500))
+            yield oa.SSE_DONE
+        finally:
+            self._observe("completions", status, started)
+
+
+async def api_error_handler(_: Request, err: oa.APIError) -> JSONResponse:
+    return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
+
+
+def build_predictor_app(
+    model_dir: str | Path,
+    model_name: str,
+    model_version: str,
+    settings: PredictorSettings | None = None,
+) -> tuple[FastAPI, TransformersLLM]:
+    """Load the model and return the app (kserve routes + OpenAI routes + /metrics)."""
+    settings = settings or PredictorSettings()
+    metrics = PredictorMetrics(model_version)
+    llm = TransformersLLM(model_name, model_dir, settings, metrics)
+    llm.load()
+    app = build_app([llm], title="TaigiMed predictor", on_shutdown=[llm.stop])
+    OpenAIRoutes(llm, [model_name]).register(app)
+    app.add_exception_handler(oa.APIError, api_error_handler)
+
+    async def metrics_route() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    app.add_api_route("/metrics", metrics_route, methods=["GET"])
+    return app, llm
+
+
+def run_predictor(
+    model_dir: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8081,
+    model_name: str = "taigimed",
+    model_version: str = "dev",
+    settings: PredictorSettings | None = None,
+    port_file: Path | None = None,
+) -> None:
+    """Load the model and serve until SIGINT/SIGTERM (the contract in INTERFACES.md)."""
+    app, _ = build_predictor_app(model_dir, model_name, model_version, settings)
+    serve(app, host, port, port_file)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m taigimed.serve.predictor",
+        description="Serve a merged model directory with OpenAI-compatible routes (KServe model).",
+    )
+    parser.add_argument("--model-dir", required=True, help="merged model directory")
+    parser.add_argument("--config", type=Path, help="serve.yaml (ServeConfig)")
+    parser.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (0 = ephemeral; default predictor_port)")
+    parser.add_argument("--model-name", help="served model name (default from config)")
+    parser.add_argument("--model-version", help="model_version label on every metric")
+    parser.add_argument("--port-file", type=Path, help="write {host, port} here once bound")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value")
+    args = parser.parse_args(argv)
+    from taigimed.utils import setup_logging
+
+    setup_logging("INFO")
+    cfg = load_config(ServeConfig, args.config, args.overrides)
+    run_predictor(
+        args.model_dir,
+        host=args.host or cfg.host,
+        port=cfg.predictor_port if args.port is None else args.port,
+        model_name=args.model_name or cfg.model_name,
+        model_version=args.model_version or cfg.model_version,
+        settings=cfg.predictor,
+        port_file=args.port_file,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
