@@ -203,3 +203,18 @@ def test_sparse_feedback_is_not_judged():
     sparse = StaticPrometheus({("rating", "v2"): 2.0, ("feedback", "v2"): 3.0})
     result = NegativeFeedbackCheck().evaluate(sparse, ctx(min_feedback=10))
     assert result.verdict == "pass" and "not judged" in result.reason
+
+
+def test_cli_start_status_rollback(gitops, capsys):
+    from taigimed.cli import main
+
+    overlay = str(gitops / "manifests/overlays/prod")
+    base = ["rollout", "--config", str(REPO_ROOT / "configs/demo-cpu/rollout.yaml")]
+    base += ["--overlay", overlay]
+    assert main([*base, "start", "v2", "--storage-uri", V2_URI]) == 0
+    assert main([*base, "status", "--json"]) == 0
+    status = capsys.readouterr().out
+    assert '"canary_version": "v2"' in status and '"canary_percent": "50"' in status
+    assert main([*base, "start", "v3", "--storage-uri", "s3://x"]) == 1  # refused, not a crash
+    assert main([*base, "rollback", "--reason", "cli test"]) == 0
+    assert subjects(gitops)[0] == "rollout: restore stable v1 after rolling back v2"
