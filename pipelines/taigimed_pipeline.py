@@ -44,8 +44,8 @@ GPU_TAINT = {
 }
 MODEL_CACHE_PVC = "taigimed-model-cache"
 MODEL_CACHE_PATH = "/cache"
-HUB_SECRET = "taigimed-hub-token"  # key: token   -> HF_TOKEN
-S3_SECRET = "taigimed-s3"  # keys: access_key_id, secret_access_key, endpoint
+HUB_SECRET = "taigimed-hub"  # key: token -> HF_TOKEN
+S3_SECRET = "taigimed-s3"  # keys: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY (docs/cluster.md)
 
 
 def on_gpu(task: dsl.PipelineTask, memory: str = "48G") -> dsl.PipelineTask:
@@ -69,9 +69,8 @@ def with_cluster_access(task: dsl.PipelineTask) -> dsl.PipelineTask:
         task,
         secret_name=S3_SECRET,
         secret_key_to_env={
-            "access_key_id": "AWS_ACCESS_KEY_ID",
-            "secret_access_key": "AWS_SECRET_ACCESS_KEY",
-            "endpoint": "AWS_ENDPOINT_URL",
+            "AWS_ACCESS_KEY_ID": "AWS_ACCESS_KEY_ID",
+            "AWS_SECRET_ACCESS_KEY": "AWS_SECRET_ACCESS_KEY",
         },
         optional=True,
     )

@@ -30,7 +30,7 @@ def test_gpu_steps_carry_kubernetes_settings(tmp_path):
         assert k8s["tolerations"][0]["key"] == "nvidia.com/gpu"
         assert k8s["pvcMount"][0]["mountPath"] == "/cache"
         secrets = {s["secretName"] for s in k8s["secretAsEnv"]}
-        assert secrets == {"taigimed-hub-token", "taigimed-s3"}
+        assert secrets == {"taigimed-hub", "taigimed-s3"}
         container = spec["deploymentSpec"]["executors"][name]["container"]
         assert container["resources"]["accelerator"]["resourceCount"] == "1"
     # register and deploy-canary only run inside the gate-passed branch

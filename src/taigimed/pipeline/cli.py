@@ -30,12 +30,19 @@ def register(subparsers: Any) -> None:
     add_params(run)
     run.set_defaults(func=run_cmd)
 
-    sub = actions.add_parser("submit", help="upload and start a run on a KFP server")
+    sub = actions.add_parser("submit", help="start a run of the compiled pipeline on a KFP server")
     sub.add_argument("--host", required=True, help="KFP API URL, e.g. http://localhost:8080")
+    sub.add_argument("--package", type=Path, default=None, help="compiled YAML (the tracked one)")
     sub.add_argument("--experiment", default="taigimed", help="(%(default)s)")
     sub.add_argument("--run-name", default=None, help="default: taigimed-<timestamp>")
     add_params(sub)
     sub.set_defaults(func=submit_cmd)
+
+    up = actions.add_parser("upload", help="upload the compiled pipeline (a new version)")
+    up.add_argument("--host", required=True, help="KFP API URL")
+    up.add_argument("--package", type=Path, default=None, help="compiled YAML (the tracked one)")
+    up.add_argument("--name", default="taigimed", help="pipeline name in KFP (%(default)s)")
+    up.set_defaults(func=upload_cmd)
 
     comp = actions.add_parser("compile", help="write pipelines/compiled/taigimed_pipeline.yaml")
     comp.add_argument("--output", type=Path, default=None, help="default: the tracked file")
@@ -79,9 +86,17 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 
 def submit_cmd(args: argparse.Namespace) -> int:
-    from taigimed.pipeline.run import submit
+    from taigimed.pipeline.run import COMPILED_FILE, submit
 
-    print(submit(args.host, parse_params(args.param), args.experiment, args.run_name))
+    package = args.package or COMPILED_FILE
+    print(submit(args.host, parse_params(args.param), args.experiment, args.run_name, package))
+    return 0
+
+
+def upload_cmd(args: argparse.Namespace) -> int:
+    from taigimed.pipeline.run import COMPILED_FILE, upload
+
+    print(upload(args.host, args.name, args.package or COMPILED_FILE))
     return 0
 
 

@@ -160,3 +160,21 @@ def submit(
         experiment_name=experiment,
     )
     return f"{host.rstrip('/')}/#/runs/details/{run.run_id}"
+
+
+def upload(host: str, name: str, package: Path = COMPILED_FILE) -> str:
+    """Upload the compiled pipeline: a new pipeline, or a new version of an existing one."""
+    import kfp
+
+    if not package.is_file():
+        raise FileNotFoundError(f"{package}: compile the pipeline first (make compile)")
+    client = kfp.Client(host=host)
+    pipeline_id = client.get_pipeline_id(name)
+    if pipeline_id is None:
+        pipeline = client.upload_pipeline(str(package), pipeline_name=name)
+        return f"uploaded pipeline {name} ({pipeline.pipeline_id})"
+    version = f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    client.upload_pipeline_version(
+        str(package), pipeline_version_name=version, pipeline_id=pipeline_id
+    )
+    return f"uploaded version {version} of pipeline {name} ({pipeline_id})"

@@ -129,7 +129,7 @@ variable "deploy_nvidia_device_plugin" {
 }
 
 variable "k3s_disable_components" {
-  description = "Packaged k3s components to disable (e.g. [\"traefik\"])."
+  description = "Packaged k3s components to disable. Default [\"traefik\"]: Knative's Kourier ingress (argo/) needs ports 80 and 443."
   type        = list(string)
-  default     = []
+  default     = ["traefik"]
 }

@@ -121,9 +121,9 @@ variable "k3s_version" {
 }
 
 variable "k3s_disable_components" {
-  description = "Packaged k3s components to disable, e.g. [\"traefik\"] if another ingress owns 80/443."
+  description = "Packaged k3s components to disable. Default [\"traefik\"]: Knative's Kourier ingress (argo/) needs ports 80 and 443."
   type        = list(string)
-  default     = []
+  default     = ["traefik"]
 }
 
 variable "deploy_nvidia_device_plugin" {
