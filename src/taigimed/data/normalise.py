@@ -49,7 +49,7 @@ _FIGURE = re.compile(
     re.I,
 )
 # A question that continues the previous one.
-_CHAINED = re.compile(r"承上題|承上|接上題|續上題|同上題")
+_CHAINED = re.compile(r"^[\s(（\[【]{0,2}(?:承上題|承上|接上題|續上題|同上題)")
 
 
 def leading_number(text: str) -> tuple[str | None, str]:
@@ -77,8 +77,8 @@ def needs_figure(text: str) -> bool:
 
 
 def is_chained(text: str) -> bool:
-    """True when the question depends on the previous one (承上題)."""
-    return bool(_CHAINED.search(text[:20]))
+    """True when the question (numbering stripped) opens by pointing back: 承上題, (承上)…"""
+    return bool(_CHAINED.match(text))
 
 
 # --- Dedupe keys ------------------------------------------------------------------------------
