@@ -134,9 +134,14 @@ class DataPlan:
         return 1.0 - real / padded if padded else 0.0
 
 
-def collate_padded(examples: Sequence[TokenizedExample], pad_id: int) -> Batch:
-    """The baseline: one example per row, right-padded to the longest in the batch."""
-    width = max(len(e) for e in examples)
+def collate_padded(
+    examples: Sequence[TokenizedExample], pad_id: int, width: int | None = None
+) -> Batch:
+    """The baseline: one example per row, right-padded to the longest in the batch.
+
+    ``width`` pads to a fixed length instead (fixed-shape padding, a reference in the bench).
+    """
+    width = width or max(len(e) for e in examples)
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     labels = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
     mask = torch.zeros((len(examples), width), dtype=torch.long)
