@@ -219,6 +219,9 @@ class ContinuousBatcher:
                 taken.append(self._queue.get_nowait())
             except queue.Empty:
                 break
+        for handle in taken:
+            if handle.cancelled:  # gave up while waiting: tell it, never run it
+                handle.push(FinishEvent("abort", None, len(handle.prompt_ids), 0))
         return [h for h in taken if not h.cancelled]
 
     def _admit(self, handles: list[GenerationHandle]) -> None:

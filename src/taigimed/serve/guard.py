@@ -260,6 +260,10 @@ class Guard:
         return reasons
 
     async def _store(self, new: NewSession) -> str:
+        """Write the session before answering. A local SQLite commit (WAL) takes well under a
+        millisecond, less than handing it to a thread; a network database goes to a thread."""
+        if self.store.url.startswith("sqlite"):
+            return self.store.create(new)
         return await asyncio.to_thread(self.store.create, new)
 
     async def _pre_model_outcome(
@@ -914,10 +918,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-version", help="model_version label on every metric")
     parser.add_argument("--port-file", type=Path, help="write {host, port} here once bound")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
-    args = parser.parse_args(argv)
+    # KServe may pass more transformer flags (--predictor_protocol, --workers, ...) than the
+    # guard uses; they are logged and ignored rather than stopping the pod.
+    args, ignored = parser.parse_known_args(argv)
     from taigimed.utils import setup_logging
 
     setup_logging("INFO")
+    if ignored:
+        log.warning("ignoring arguments the guard does not use: %s", " ".join(ignored))
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per proxied call is noise
     cfg = load_config(ServeConfig, args.config, args.overrides)
     if args.model_name:

@@ -1,0 +1,50 @@
+"""Serving profiles load, and the vLLM runtime arguments agree with the GPU profile."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from taigimed.config import ConfigError, load_config
+from taigimed.serve.config import ServeConfig
+
+
+@pytest.mark.parametrize("profile", ["demo-cpu", "gpu-8b"])
+def test_profiles_load(repo_root, profile):
+    cfg = load_config(ServeConfig, repo_root / "configs" / profile / "serve.yaml")
+    assert cfg.model_name == "taigimed"
+    assert 0 < cfg.review.confidence_threshold < 1
+
+
+def test_demo_binds_localhost_by_default(repo_root):
+    assert ServeConfig().host == "127.0.0.1"
+    assert load_config(ServeConfig, repo_root / "configs/demo-cpu/serve.yaml").host == "127.0.0.1"
+
+
+def test_vllm_args_match_the_gpu_profile(repo_root):
+    cfg = load_config(ServeConfig, repo_root / "configs/gpu-8b/serve.yaml")
+    spec = yaml.safe_load((repo_root / "serving/vllm-runtime-args.yaml").read_text())
+    args = dict(a.removeprefix("--").split("=", 1) for a in spec["args"] if "=" in a)
+    assert args["model_name"] == cfg.model_name
+    assert int(args["max_model_len"]) == cfg.predictor.max_model_len
+    assert args["dtype"] == cfg.predictor.dtype
+    assert 0 < float(args["gpu-memory-utilization"]) <= 0.95
+    assert spec["max_logprobs"] >= 1
+
+
+def test_dockerfiles_run_the_serve_modules(repo_root):
+    predictor = (repo_root / "serving/predictor.Dockerfile").read_text()
+    guard = (repo_root / "serving/guard.Dockerfile").read_text()
+    assert "taigimed.serve.predictor" in predictor and "/mnt/models" in predictor
+    assert "taigimed.serve.guard" in guard and "requirements-guard.txt" in guard
+    pins = (repo_root / "serving/requirements-guard.txt").read_text().splitlines()
+    assert not any(p.startswith(("torch", "transformers")) for p in pins)
+
+
+def test_bad_values_fail_early():
+    with pytest.raises(ConfigError, match="max_batch_size"):
+        load_config(ServeConfig, None, ["predictor.max_batch_size=0"])
+    with pytest.raises(ConfigError, match="confidence_threshold"):
+        load_config(ServeConfig, None, ["review.confidence_threshold=2"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_config(ServeConfig, None, ["review.threshold=0.5"])
