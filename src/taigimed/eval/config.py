@@ -1,0 +1,127 @@
+"""Settings of the evaluation job (``EvalConfig``) and of the promotion gate (``GateConfig``).
+
+Both are plain dataclasses loaded with ``taigimed.config.load_config`` from
+``configs/<profile>/eval.yaml`` and ``gate.yaml``, so a typo in a metric name or a tolerance fails
+at load time, before any model is scored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from taigimed.config import ConfigError
+
+
+@dataclass
+class MCQConfig:
+    """How MedQA-style multiple-choice questions are scored by log-likelihood."""
+
+    file: str = "medqa_mcq.jsonl"  # inside the eval dir
+    # What is scored after the prompt's "答案：": the letter ("B"), the option text, or both
+    # ("B. 肺尖"). The letter alone is one token per option; the text tests medical knowledge.
+    continuation: Literal["letter", "text", "letter_text"] = "letter_text"
+    # Option score: sum of token log-probs ("none"), mean per token ("tokens"), or per character
+    # ("chars"). Without normalisation long options are penalised for their length.
+    normalize: Literal["none", "tokens", "chars"] = "tokens"
+    batch_questions: int = 8  # questions per forward pass (all their options together)
+    share_prompt_cache: bool = True  # encode each prompt once and reuse its KV cache per option
+    max_questions: int = 0  # 0 = all; >0 takes the first N (quick runs)
+    max_prompt_tokens: int = 1024  # longer prompts are cut from the left (counted in metrics)
+    system_prompt: str = "你是一位台灣的醫學專家，請回答下面的醫學選擇題。"
+    length_buckets: list[int] = field(default_factory=lambda: [60, 120, 200])  # question chars
+
+
+@dataclass
+class LMConfig:
+    """Perplexity on held-out Taigi text, one number per writing system."""
+
+    file: str = "taigi_lm.jsonl"
+    scripts: list[str] = field(default_factory=lambda: ["hanji", "tailo"])
+    max_tokens: int = 512  # per text; longer texts are truncated (counted in metrics)
+    batch_size: int = 8
+    max_texts: int = 0  # 0 = all
+
+
+@dataclass
+class GenConfig:
+    """Greedy Mandarin -> Taigi translation scored with chrF, plus samples for people to read."""
+
+    file: str = "taigi_translation.jsonl"
+    instruction: str = "請共下面這句華語翻做台語漢字，干焦回答台語：\n"
+    max_new_tokens: int = 48
+    batch_size: int = 8
+    max_items: int = 0  # 0 = all
+    samples_in_report: int = 8
+
+
+@dataclass
+class SafetyConfig:
+    """The versioned safety suite, scored through ``taigimed.guardrails`` (the serving code)."""
+
+    suite: str = "data/safety/safety_suite_v1.jsonl"  # relative to the repo root or absolute
+    # "model": the evaluated model writes the answers the guard wraps; "fixed": a canned answer
+    # (the guard's decisions do not depend on it; this skips generation on slow machines).
+    answers: Literal["model", "fixed"] = "model"
+    max_new_tokens: int = 32
+
+
+@dataclass
+class EvalConfig:
+    """Everything ``taigimed evaluate`` does; each part can be switched off."""
+
+    tasks: list[str] = field(default_factory=lambda: ["mcq", "lm", "gen", "safety"])
+    dtype: str = "float32"
+    device: str = ""  # "" = cuda when available, else cpu
+    mcq: MCQConfig = field(default_factory=MCQConfig)
+    lm: LMConfig = field(default_factory=LMConfig)
+    gen: GenConfig = field(default_factory=GenConfig)
+    safety: SafetyConfig = field(default_factory=SafetyConfig)
+
+    def validate(self) -> None:
+        known = {"mcq", "lm", "gen", "safety"}
+        unknown = sorted(set(self.tasks) - known)
+        if unknown:
+            raise ConfigError(f"tasks: unknown task {unknown[0]!r}; known: {sorted(known)}")
+        if self.mcq.batch_questions < 1 or self.lm.batch_size < 1 or self.gen.batch_size < 1:
+            raise ConfigError("batch sizes must be >= 1")
+
+
+@dataclass
+class MetricRule:
+    """Promotion rule for one metric: absolute bounds and allowed regressions.
+
+    Tolerances are how much worse than the champion (or base) the candidate may be; ``relative``
+    makes them a fraction of the reference value (right for perplexity, whose scale varies).
+    ``None`` switches a check off.
+    """
+
+    direction: Literal["higher", "lower"] = "higher"
+    min: float | None = None
+    max: float | None = None
+    vs_champion: float | None = None
+    vs_base: float | None = None
+    relative: bool = False
+    required: bool = True  # a missing metric fails the gate
+
+
+@dataclass
+class GateConfig:
+    """Per-metric rules, read from ``gate.yaml``."""
+
+    metrics: dict[str, MetricRule] = field(default_factory=dict)
+    # Without a champion (the very first model) regression checks against it are skipped with a
+    # note; set true to demand one.
+    require_champion: bool = False
+    require_base: bool = False
+
+    def validate(self) -> None:
+        if not self.metrics:
+            raise ConfigError("metrics: the gate needs at least one metric rule")
+        for name, rule in self.metrics.items():
+            if rule.min is not None and rule.max is not None and rule.min > rule.max:
+                raise ConfigError(f"metrics.{name}: min {rule.min} is above max {rule.max}")
+            for key in ("vs_champion", "vs_base"):
+                value = getattr(rule, key)
+                if value is not None and value < 0:
+                    raise ConfigError(f"metrics.{name}.{key}: tolerance must be >= 0")

@@ -1,0 +1,167 @@
+"""The promotion gate: may this candidate replace the model in production?
+
+Three kinds of check per metric, each configured in ``gate.yaml`` (``GateConfig``):
+
+* absolute bounds (``min``/``max``): a broken model fails even when there is nothing to compare;
+* no regression against the champion (the production model, read from the registry) beyond a
+  tolerance;
+* no regression against the base model beyond a tolerance (fine-tuning must not make it worse).
+
+Every failed check becomes one reason that names the metric, the value and what it was held
+against, so a person reading ``gate.json`` knows why without rerunning anything. The verdict
+also carries the full metric table.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from taigimed.eval.config import GateConfig, MetricRule
+
+
+@dataclass
+class GateRow:
+    """One metric: its values side by side and the outcome of each check."""
+
+    metric: str
+    direction: str
+    candidate: float | None
+    champion: float | None
+    base: float | None
+    min: float | None
+    max: float | None
+    passed: bool
+    checks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class GateResult:
+    """Verdict: ``passed`` only when no reason was found; ``notes`` explain skipped checks."""
+
+    passed: bool
+    reasons: list[str]
+    table: list[GateRow]
+    notes: list[str] = field(default_factory=list)
+    champion_version: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "verdict": "pass" if self.passed else "fail",
+            "reasons": self.reasons,
+            "notes": self.notes,
+            "champion_version": self.champion_version,
+            "table": [asdict(row) for row in self.table],
+        }
+
+    def markdown(self) -> str:
+        """The verdict and table as Markdown (for gate.md and the report)."""
+        lines = [f"**Gate: {'PASS' if self.passed else 'FAIL'}**", ""]
+        lines += [f"- FAIL: {r}" for r in self.reasons]
+        lines += [f"- note: {n}" for n in self.notes]
+        lines += [
+            "",
+            "| metric | better | candidate | champion | base | min | max | result |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for row in self.table:
+            cells = [row.candidate, row.champion, row.base, row.min, row.max]
+            lines.append(
+                f"| {row.metric} | {row.direction} | "
+                + " | ".join(_fmt(v) for v in cells)
+                + f" | {'ok' if row.passed else 'FAIL'} |"
+            )
+        return "\n".join(lines) + "\n"
+
+
+def _fmt(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4g}"
+
+
+def _number(metrics: dict[str, Any] | None, name: str) -> float | None:
+    """A finite float from a metrics dict, else None (missing, NaN, or not a number)."""
+    if not metrics or name not in metrics:
+        return None
+    value = metrics[name]
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
+def _allowed(reference: float, tolerance: float, rule: MetricRule) -> float:
+    """The worst value still accepted against a reference."""
+    slack = abs(reference) * tolerance if rule.relative else tolerance
+    return reference - slack if rule.direction == "higher" else reference + slack
+
+
+def _tolerance_text(tolerance: float, rule: MetricRule) -> str:
+    return f"{tolerance:.0%}" if rule.relative else f"{tolerance:g}"
+
+
+def check_metric(
+    name: str,
+    rule: MetricRule,
+    candidate: dict[str, Any],
+    champion: dict[str, Any] | None,
+    base: dict[str, Any] | None,
+    champion_label: str = "champion",
+) -> tuple[GateRow, list[str]]:
+    """All checks for one metric: (table row, failure reasons)."""
+    value = _number(candidate, name)
+    champ, base_value = _number(champion, name), _number(base, name)
+    row = GateRow(name, rule.direction, value, champ, base_value, rule.min, rule.max, True)
+    reasons: list[str] = []
+    if value is None:
+        if rule.required:
+            raw = candidate.get(name, "absent")
+            reasons.append(f"{name}: missing or not a finite number in candidate metrics ({raw})")
+        row.passed = not reasons
+        return row, reasons
+    if rule.min is not None and value < rule.min:
+        reasons.append(f"{name}={value:.4g} is below the minimum {rule.min:g}")
+    if rule.max is not None and value > rule.max:
+        reasons.append(f"{name}={value:.4g} is above the maximum {rule.max:g}")
+    for label, reference, tolerance in (
+        (champion_label, champ, rule.vs_champion),
+        ("base", base_value, rule.vs_base),
+    ):
+        if tolerance is None or reference is None:
+            continue
+        limit = _allowed(reference, tolerance, rule)
+        worse = value < limit if rule.direction == "higher" else value > limit
+        row.checks.append(f"vs {label}: limit {limit:.4g}")
+        if worse:
+            reasons.append(
+                f"{name}={value:.4g} regressed vs {label} ({reference:.4g}); "
+                f"{rule.direction} is better, tolerance {_tolerance_text(tolerance, rule)}, "
+                f"limit {limit:.4g}"
+            )
+    row.passed = not reasons
+    return row, reasons
+
+
+def gate(
+    candidate: dict[str, Any],
+    thresholds: GateConfig,
+    champion: dict[str, Any] | None = None,
+    base: dict[str, Any] | None = None,
+    champion_version: str | None = None,
+) -> GateResult:
+    """Compare ``candidate`` metrics with thresholds, the champion and the base model."""
+    reasons: list[str] = []
+    notes: list[str] = []
+    table: list[GateRow] = []
+    if champion is None:
+        message = "no champion yet (first model): regression checks against it skipped"
+        (reasons if thresholds.require_champion else notes).append(message)
+    if base is None:
+        message = "no base-model metrics given: regression checks against base skipped"
+        (reasons if thresholds.require_base else notes).append(message)
+    label = f"champion {champion_version}" if champion_version else "champion"
+    for name, rule in thresholds.metrics.items():
+        row, failed = check_metric(name, rule, candidate, champion, base, label)
+        table.append(row)
+        reasons.extend(failed)
+    return GateResult(not reasons, reasons, table, notes, champion_version)
