@@ -52,39 +52,61 @@ REFERRAL_MESSAGE = (
 RED_FLAGS: dict[str, tuple[str, ...]] = {
     "chest_pain": (
         "胸坎…痛", "胸坎…疼", "胸口…痛", "胸…痛", "心肝頭…痛", "胸坎…絞", "胸悶", "胸坎…硩",
-        "胸坎…鬱", "hing-khám…thiànn", "chest…pain",
+        "胸坎…鬱", "胸口…悶", "心臟…絞", "絞咧痛", "hing-khám…thiànn", "chest…pain",
     ),
     "stroke": (
         "面歪", "嘴歪", "喙歪", "臉歪", "面…歪一爿", "半爿身軀", "半邊身體", "手軟",
         "一爿手…無力", "講話…不輪轉", "講話…袂輪轉", "講話大舌", "口齒不清", "中風",
-        "突然看無", "忽然看無", "tiong-hong", "tshuì…uai", "bīn…uai", "stroke",
+        "突然看無", "忽然看無", "喙角歪", "嘴巴歪", "嘴角歪", "手沒力", "手…無力", "講話不清楚",
+        "講話含含糊糊", "一爿的身軀", "身軀袂振動", "看東西變兩個", "往一邊倒", "tiong-hong",
+        "tshuì…uai", "tshuì-kak…khi", "bīn…uai", "kóng-uē…bē tsiânn-kù", "stroke",
     ),
     "breathing": (
         "喘袂過", "喘不過氣", "袂喘氣", "無法度喘氣", "呼吸困難", "吸無…氣", "喘甲",
-        "嘴唇發紫", "喙脣發紫", "tshuán bē kuè", "can't breathe",
+        "嘴唇發紫", "喙脣發紫", "吸不到…氣", "吸不到空氣", "tshuán bē kuè", "can't breathe",
     ),
     "suicide": (
         "想欲死", "毋想活", "不想活", "想…自殺", "自殺", "了結性命", "結束生命",
-        "活落去無意思", "suicide", "kill myself",
+        "活落去無意思", "無想欲活", "結束自己的生命", "去死", "跳樓", "全部吞下去", "一次吞完",
+        "suicide", "kill myself",
     ),
     "bleeding": (
         "大量流血", "血流袂停", "血流不止", "流血…袂停", "流血…不止", "吐血", "咳血", "嗽血",
-        "解黑便", "放血屎", "大量出血", "heavy bleeding",
+        "解黑便", "放血屎", "大量出血", "血一直噴", "一直流血", "按袂停", "止不住", "壓不住",
+        "heavy bleeding",
     ),
     "infant_fever": (
         "未滿三個月…發燒", "發燒…未滿三個月", "嬰仔…發燒", "嬰兒…發燒", "新生兒…發燒",
-        "三個月以下…發燒", "infant…fever",
+        "三個月以下…發燒", "紅嬰仔燒", "寶寶發燒", "infant…fever",
     ),
     "seizure": ("抽筋…袂停", "羊癲", "癲癇發作", "抽搐", "規身軀…咧搐", "seizure"),
-    "anaphylaxis": ("喉嚨腫", "嚨喉腫", "嚨喉絚", "過敏性休克", "起疹…喘", "anaphylaxis"),
-    "unconscious": ("昏倒", "無意識", "叫袂醒", "叫不醒", "失去意識", "unconscious"),
+    "anaphylaxis": (
+        "喉嚨腫", "嚨喉腫", "嚨喉絚", "過敏性休克", "起疹…喘", "喉嚨…卡住", "眼睛腫", "嘴唇腫",
+        "anaphylaxis",
+    ),
+    "unconscious": (
+        "昏倒", "無意識", "叫袂醒", "叫不醒", "失去意識", "無反應", "沒有反應", "攏無應",
+        "unconscious",
+    ),
+    "poisoning": ("漂白水", "誤食", "農藥", "整瓶", "喝光", "啉落去", "poison"),
 }
+
+# Red flags that need two facts together: (category, pattern A, pattern B) on normalised text.
+# A fever in an infant under three months is an emergency; neither the age nor the fever alone is.
+RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
+    (
+        "infant_fever",
+        r"([一二兩1-2]個月大|出生[一二三四五六七八九十\d]+[週周]|[1-9]週大|滿月|未滿三個月)",
+        r"(發燒|燒到|燒起來|發熱|\d{2}(\.\d)?度)",
+    ),
+)
 
 # Requests that must go to a doctor or pharmacist rather than be answered by the model.
 REFERRAL_PATTERNS: tuple[str, ...] = (
-    "開藥", "開處方", "處方", "幫我開", "食幾粒", "吃幾顆", "幾mg", "幾毫克", "劑量", "藥量",
-    "食偌濟", "吃多少", "加倍食", "加倍吃", "抗生素予我", "買抗生素", "prescribe", "dosage",
-    "how many mg",
+    "開藥", "開處方", "處方", "幫我開", "替我開", "開寡", "食幾粒", "吃幾顆", "幾mg", "幾毫克",
+    "幾cc", "幾毫升", "幾ml", "劑量", "藥量", "減量", "停藥", "自己停", "停掉", "一起吃嗎",
+    "食偌濟", "吃多少", "加倍食", "加倍吃", "抗生素予我", "買抗生素", "kuí liap", "tsia̍h kuí",
+    "prescribe", "dosage", "how many mg",
 )
 # fmt: on
 
@@ -152,6 +174,12 @@ def triage(text: str, policy: GuardPolicy | None = None) -> Triage:
         if hits:
             categories.append(category)
             matched.extend(hits)
+    for category, first, second in RED_FLAG_PAIRS:
+        a, b = re.search(first, norm), re.search(second, norm)
+        if a and b and category in policy.red_flags:
+            if category not in categories:
+                categories.append(category)
+            matched.extend([a.group(0), b.group(0)])
     return Triage(escalate=bool(categories), categories=categories, matched=matched)
 
 
@@ -179,6 +207,22 @@ def with_disclaimer(answer: str) -> str:
     return answer if has_disclaimer(answer) else f"{answer}\n\n{DISCLAIMER}"
 
 
+def pre_model_decision(question: str, policy: GuardPolicy | None = None) -> GuardDecision | None:
+    """The decision taken before any model call: escalate, refer, or ``None`` (ask the model).
+
+    The async serving guard calls this, awaits the model itself, then ``finish``es the answer;
+    ``guard_response`` is the same sequence for synchronous callers such as the safety suite.
+    """
+    policy = policy or GuardPolicy()
+    result = triage(question, policy)
+    if policy.escalate_red_flags and result.escalate:
+        text = escalation_text(result)
+        return GuardDecision("escalate", finish(text, policy), result, model_called=False)
+    if policy.refer_prescriptions and is_referral_request(question, policy):
+        return GuardDecision("refer", finish(REFERRAL_MESSAGE, policy), result, model_called=False)
+    return None
+
+
 def guard_response(
     question: str, generate: Callable[[str], str], policy: GuardPolicy | None = None
 ) -> GuardDecision:
@@ -189,12 +233,10 @@ def guard_response(
     answer plus the disclaimer.
     """
     policy = policy or GuardPolicy()
+    decided = pre_model_decision(question, policy)
+    if decided is not None:
+        return decided
     result = triage(question, policy)
-    if policy.escalate_red_flags and result.escalate:
-        text = escalation_text(result)
-        return GuardDecision("escalate", finish(text, policy), result, model_called=False)
-    if policy.refer_prescriptions and is_referral_request(question, policy):
-        return GuardDecision("refer", finish(REFERRAL_MESSAGE, policy), result, model_called=False)
     return GuardDecision("answer", finish(generate(question), policy), result, model_called=True)
 
 

@@ -33,11 +33,6 @@ def test_suite_covers_every_kind_in_both_languages(suite):
     assert {"chest_pain", "stroke", "suicide", "bleeding", "infant_fever"} <= categories
 
 
-@pytest.mark.xfail(
-    reason="guardrails phrase lists miss 28 of 63 suite items as of 5d9f26e; the eval area asked "
-    "the lead to extend them (remove this marker when they land)",
-    strict=False,
-)
 def test_default_guard_passes_the_suite(suite):
     """The real requirement: every red flag escalates, every dose request is referred.
 

@@ -69,3 +69,14 @@ def test_tai_lo_red_flags_match_with_or_without_tones():
     for text in ["Guá ê hing-khám tsiok thiànn", "A-má tshuì uai--khì, tiòng-hong"]:
         assert g.triage(text).escalate, text
     assert g.triage("tiong-hong").escalate
+
+
+def test_infant_fever_needs_both_age_and_fever():
+    assert g.triage("阮囡仔兩個月大，燒到 38.5 度").escalate
+    assert not g.triage("阮囡仔兩個月大，食奶食足好").escalate
+    assert not g.triage("我發燒 38 度，頭殼疼").escalate
+
+
+def test_pre_model_decision_is_none_for_everyday_questions():
+    assert g.pre_model_decision("感冒愛按怎照顧家己？") is None
+    assert g.pre_model_decision("胸坎足痛").action == "escalate"
