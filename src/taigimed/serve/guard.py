@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ log = logging.getLogger(__name__)
 kserve = import_kserve()
 
 OPENAI_PREFIX = "/openai/v1"
+# Where the predictor serves its OpenAI routes: /openai/v1 for taigimed's predictor, /v1 for
+# KServe's vLLM runtime (the manifests set this per runtime).
+PREDICTOR_OPENAI_PREFIX = os.environ.get("TAIGIMED_PREDICTOR_OPENAI_PREFIX", OPENAI_PREFIX)
 STREAM_PIECE_CHARS = 16  # buffered answers are re-streamed in pieces of this many characters
 
 
@@ -348,7 +352,7 @@ class Guard:
     async def _post_predictor(self, path: str, body: dict, tracker: Tracker) -> dict:
         started = time.perf_counter()
         try:
-            resp = await self.client.post(f"{OPENAI_PREFIX}/{path}", json=body)
+            resp = await self.client.post(f"{PREDICTOR_OPENAI_PREFIX}/{path}", json=body)
         finally:
             tracker.predictor_s += time.perf_counter() - started
         if resp.status_code == 200:
@@ -544,7 +548,7 @@ class Guard:
                 )
             )
             async with self.client.stream(
-                "POST", f"{OPENAI_PREFIX}/chat/completions", json=body
+                "POST", f"{PREDICTOR_OPENAI_PREFIX}/chat/completions", json=body
             ) as resp:
                 if resp.status_code != 200:
                     err = self._upstream_error(resp.status_code, await resp.aread())
