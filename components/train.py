@@ -26,7 +26,7 @@ def train_stage1(
     from taigimed.pipeline.steps import train_step
 
     result = train_step(profile, 1, data.path, base_model, model.path, overrides)
-    for name in ("final_loss", "tokens_per_second", "trainable_parameters"):
+    for name in ("last_loss", "val_loss_after", "tokens_per_s", "trainable_params"):
         if isinstance(result.get(name), int | float):
             metrics.log_metric(name, float(result[name]))
 
@@ -56,6 +56,6 @@ def train_stage2(
 
     base = str(Path(stage1.path) / "merged")
     result = train_step(profile, 2, data.path, base, model.path, overrides)
-    for name in ("final_loss", "tokens_per_second", "trainable_parameters"):
+    for name in ("last_loss", "val_loss_after", "tokens_per_s", "trainable_params"):
         if isinstance(result.get(name), int | float):
             metrics.log_metric(name, float(result[name]))

@@ -83,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
     from taigimed.pipeline.run import run_local
+    from taigimed.pipeline.steps import local_model_dir
     from taigimed.registry import Registry
 
     started = time.monotonic()
@@ -104,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         print("no champion in the registry: nothing to serve. Fix the reasons above and re-run.")
         return 1
     print(f"\n== 2/2 serving the champion ({champion})")
-    code = serve_and_ask(registry.model_path(champion), champion, args.question)
+    model_dir = local_model_dir(registry.storage_uri(champion))
+    if model_dir is None:
+        print(f"champion {champion} lives in a remote registry; serve it on the cluster")
+        return 1
+    code = serve_and_ask(model_dir, champion, args.question)
     print(f"\n== demo finished in {time.monotonic() - started:.0f} s")
     return code
 

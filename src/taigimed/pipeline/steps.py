@@ -97,7 +97,7 @@ def train_step(
 
     with in_project_home():
         cfg = profile_config(TrainConfig, profile, "train.yaml", overrides)
-        base = base_model or None
+        base = base_model or cfg.base_model
         return train_stage(
             cfg,
             stage=stage,
@@ -129,32 +129,53 @@ def evaluate_step(
 
     out = Path(out_dir)
     eval_dir = Path(data_dir) / "eval"
+    registry = Registry(registry_root)
+    champion = registry.champion()
+    summary: dict[str, Any] = {"champion_version": champion}
     with in_project_home():
         cfg = profile_config(EvalConfig, profile, "eval.yaml", overrides)
         models: dict[str, str | None] = {"candidate": candidate_dir, "base": base_model or None}
-        champion = Registry(registry_root).champion()
-        models["champion"] = str(Registry(registry_root).model_path(champion)) if champion else None
-        summary: dict[str, Any] = {"champion_version": champion}
+        champion_dir = local_model_dir(registry.storage_uri(champion)) if champion else None
+        models["champion"] = str(champion_dir) if champion_dir else None
         for role, model in models.items():
             if model is None:
                 summary[role] = None
                 continue
             log.info("evaluating %s: %s", role, model)
             summary[role] = evaluate_model(model, eval_dir, cfg, out / role)
+    if champion and summary["champion"] is None:
+        # A remote registry: the champion's weights are not here; use its registered metrics.
+        log.warning("champion %s is remote: using its registered metrics", champion)
+        summary["champion"] = registry.get(champion).metrics
     write_json(out / "summary.json", summary)
     return summary
+
+
+def local_model_dir(uri: str) -> Path | None:
+    """The directory behind a ``file://`` storage URI; ``None`` for remote (s3://) ones."""
+    if uri.startswith("file://"):
+        return Path(uri.removeprefix("file://"))
+    return None
 
 
 def gate_step(profile: str, eval_dir: str, overrides: str, out_dir: str) -> tuple[bool, list[str]]:
     """Apply the promotion gate to the evaluation summary; write ``gate.json`` and a report."""
     from taigimed.eval.config import GateConfig
-    from taigimed.eval.gate import gate, write_gate_report
+    from taigimed.eval.gate import gate
 
     summary = read_json(Path(eval_dir) / "summary.json")
     with in_project_home():
         thresholds = profile_config(GateConfig, profile, "gate.yaml", overrides)
-    result = gate(summary["candidate"], thresholds, summary.get("champion"), summary.get("base"))
-    write_gate_report(result, Path(out_dir))
+    result = gate(
+        summary["candidate"],
+        thresholds,
+        summary.get("champion"),
+        summary.get("base"),
+        champion_version=summary.get("champion_version"),
+    )
+    out = Path(out_dir)
+    write_json(out / "gate.json", result.to_dict())
+    (out / "gate.md").write_text(result.markdown(), encoding="utf-8")
     return result.passed, list(result.reasons)
 
 
