@@ -59,9 +59,9 @@ def on_gpu(task: dsl.PipelineTask, memory: str = "48G") -> dsl.PipelineTask:
 
 def with_cluster_access(task: dsl.PipelineTask) -> dsl.PipelineTask:
     """Model cache PVC, hub token and object-store credentials (by reference, never inlined)."""
+    # The image sets TAIGIMED_CACHE=/cache and HF_HOME=/cache/hf (pipelines/Dockerfile); env
+    # set here would also apply to kfp.local runs and send a laptop's cache to /cache.
     kubernetes.mount_pvc(task, pvc_name=MODEL_CACHE_PVC, mount_path=MODEL_CACHE_PATH)
-    task.set_env_variable("TAIGIMED_CACHE", MODEL_CACHE_PATH)
-    task.set_env_variable("HF_HOME", f"{MODEL_CACHE_PATH}/hf")
     kubernetes.use_secret_as_env(
         task, secret_name=HUB_SECRET, secret_key_to_env={"token": "HF_TOKEN"}, optional=True
     )
