@@ -134,6 +134,7 @@ def taigimed_pipeline(
         data=data.outputs["data"],
         candidate=stage2.outputs["model"],
     ).set_display_name("evaluate candidate, base, champion")
+    scores.set_caching_options(False)  # reads the registry's champion, which changes between runs
     retried(on_gpu(scores, memory="32G"))
 
     verdict = gate(

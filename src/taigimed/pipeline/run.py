@@ -62,7 +62,8 @@ def fingerprint(profile: str, extra: tuple[str, ...] = FINGERPRINTED) -> str:
         for path in files:
             if "__pycache__" in path.parts or not path.exists():
                 continue
-            digest.update(str(path.relative_to(REPO_ROOT)).encode())
+            name = path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
+            digest.update(str(name).encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
 
