@@ -33,7 +33,6 @@ def evaluate(
     from pathlib import Path
 
     from taigimed.eval.report import log_kfp_metrics
-
     from taigimed.pipeline.steps import evaluate_step
 
     merged = str(Path(candidate.path) / "merged")
