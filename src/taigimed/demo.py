@@ -79,16 +79,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-dir", type=Path, default=REPO_ROOT / "runs" / "demo")
     parser.add_argument("--registry", default=str(REPO_ROOT / "runs" / "registry"))
     parser.add_argument("--question", default=QUESTION)
+    parser.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pipeline parameter as for `taigimed pipeline run`, e.g. base_model=tiny-random-llama",
+    )
     args = parser.parse_args(argv)
     setup_logging()
 
+    from taigimed.pipeline.cli import parse_params
     from taigimed.pipeline.run import run_local
     from taigimed.pipeline.steps import local_model_dir
     from taigimed.registry import Registry
 
     started = time.monotonic()
     print("== 1/2 running the Kubeflow pipeline locally (kfp.local, subprocess runner)")
-    result = run_local(args.run_dir, args.profile, args.registry)
+    result = run_local(args.run_dir, args.profile, args.registry, parse_params(args.param))
     print(f"\n== pipeline finished in {result.seconds:.0f} s")
     if result.passed:
         print(f"gate: PASSED, registered and deployed version {result.version}")
