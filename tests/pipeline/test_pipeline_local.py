@@ -18,7 +18,7 @@ from taigimed.utils import REPO_ROOT, write_json
 
 TINY_PARAMS = {
     "base_model": "tiny-random-llama",
-    "train_overrides": "stage1.max_steps=1 stage2.max_steps=1 max_seq_len=128 eval_examples=2 "
+    "train_overrides": "stage1.max_steps=1 stage2.max_steps=1 max_seq_len=512 eval_examples=2 "
     "checkpoint_every=1",
     "eval_overrides": "tasks=[mcq,safety] mcq.max_questions=4 safety.answers=fixed",
 }
