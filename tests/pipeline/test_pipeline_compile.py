@@ -48,3 +48,12 @@ def test_retries_on_training(tmp_path):
     spec = next(yaml.safe_load_all(compiled_text(tmp_path)))
     task = spec["root"]["dag"]["tasks"]["train-stage1"]
     assert task["retryPolicy"]["maxRetryCount"] == 2
+
+
+def test_override_parameters_keep_their_shell_quoting():
+    from taigimed.pipeline.cli import parse_params
+    from taigimed.pipeline.steps import split_overrides
+
+    params = parse_params(["replay_fraction=0.3", "gate_overrides='metrics={a: {min: 1}}' x=1"])
+    assert params["replay_fraction"] == 0.3
+    assert split_overrides(params["gate_overrides"]) == ["metrics={a: {min: 1}}", "x=1"]

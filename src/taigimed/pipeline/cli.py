@@ -65,7 +65,9 @@ def parse_params(items: list[str]) -> dict[str, Any]:
     params = {}
     for item in items:
         key, value = parse_override(item)
-        params[key] = str(value) if key.endswith("overrides") else value
+        if key.endswith("overrides"):  # keep the text as typed: its quoting is for shlex
+            value = item.split("=", 1)[1]
+        params[key] = value
     return params
 
 
