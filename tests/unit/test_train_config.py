@@ -50,6 +50,7 @@ def test_shipped_profiles_load(path):
         ("quantization=nf5", "quantization must be one of"),
         ("lora.rnak=8", "unknown key lora.rnak"),
         ("stage1.train_file=train.csv", "stage1.train_file must be a .jsonl"),
+        ("attn_implementation=eager", "packing=true needs attn_implementation=sdpa"),
     ],
 )
 def test_invalid_values_fail_at_load_time(override, message):

@@ -49,42 +49,46 @@ def test_data_plan_is_a_pure_function_of_seed_and_cursor():
         assert sorted(seen) == list(range(40))
 
 
-def test_packing_removes_most_padding():
+def test_packing_removes_all_padding():
     lengths = [(i * 53) % 200 + 20 for i in range(64)]
+    examples = [example(str(i), n, i) for i, n in enumerate(lengths)]
     padded = DataPlan(lengths, 4, False, 256, seed=0)
     packed = DataPlan(lengths, 4, True, 256, seed=0)
     assert padded.padding_fraction() > 0.25
-    assert packed.padding_fraction() < 0.1
     assert packed.batches_per_epoch < padded.batches_per_epoch
+    for cursor in range(packed.batches_per_epoch):
+        batch = make_batch(packed, examples, cursor, pad_id=0)
+        assert batch.input_ids.shape[0] == 1  # one row ...
+        assert batch.real_tokens == batch.input_ids.numel() <= 4 * 256  # ... of real tokens only
 
 
-def test_packed_collation_restarts_positions_and_blocks_cross_example_attention():
-    a, b = example("a", 5, 1), example("b", 3, 2)
-    batch = collate_packed([[a, b], [b]], pad_id=0)
-    assert batch.position_ids[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
-    mask = batch.attention_mask[0, 0]
-    assert mask[6, 5] and mask[6, 6] and not mask[6, 7]  # causal inside b
-    assert not mask[5:, :5].any()  # b never sees a
-    assert batch.labels[0, 5] == IGNORE_INDEX  # no loss term across the boundary
-    assert batch.real_tokens == 11
-    assert batch.input_ids[1, 3:].eq(0).all() and batch.labels[1, 3:].eq(IGNORE_INDEX).all()
+def test_packed_collation_restarts_positions_and_records_each_example():
+    a, b, c = example("a", 5, 1), example("b", 3, 2), example("c", 4, 3)
+    batch = collate_packed([[a, b], [c]])
+    assert batch.segment_lengths == (5, 3, 4)
+    assert batch.position_ids[0].tolist() == [0, 1, 2, 3, 4, 0, 1, 2, 0, 1, 2, 3]
+    assert batch.input_ids[0].tolist() == a.input_ids + b.input_ids + c.input_ids
+    # No loss term predicts an example's first token (from the previous example's last).
+    assert batch.labels[0, [0, 5, 8]].eq(IGNORE_INDEX).all()
+    assert batch.real_tokens == 12 and batch.attention_mask.eq(1).all()
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
-def test_packed_logits_equal_each_example_run_alone(tiny_model_dir, attn):
+def run_packed(model, packed):
+    """Logits of a packed row, with the segment lengths that keep examples apart."""
+    return model(
+        input_ids=packed.input_ids,
+        attention_mask=packed.attention_mask,
+        position_ids=packed.position_ids,
+        segment_lengths=packed.segment_lengths,
+    ).logits[0]
+
+
+def test_packed_logits_equal_each_example_run_alone(tiny_model_dir):
     """The no-leak proof: packing changes nothing any example's tokens compute."""
-    model = load_base_model(tiny_model_dir, attn_implementation=attn).eval()
+    model = load_base_model(tiny_model_dir).eval()
     examples = [example("a", 40, 1), example("b", 25, 2), example("c", 50, 3)]
-    packed = collate_packed([examples], pad_id=0)
     with torch.no_grad():
-        mask = packed.attention_mask
-        if attn == "eager":
-            from taigimed.train.packing import additive_mask
-
-            mask = additive_mask(mask, torch.float32)
-        together = model(
-            input_ids=packed.input_ids, attention_mask=mask, position_ids=packed.position_ids
-        ).logits[0]
+        together = run_packed(model, collate_packed([examples[:2], examples[2:]]))
         start = 0
         for e in examples:
             alone = model(input_ids=torch.tensor([e.input_ids])).logits[0]
@@ -94,12 +98,33 @@ def test_packed_logits_equal_each_example_run_alone(tiny_model_dir, attn):
             start += len(e)
 
 
-def test_packed_and_padded_losses_agree_on_the_same_examples(tiny_model_dir):
+def test_without_segment_lengths_the_same_row_would_leak(tiny_model_dir):
+    """The check above can fail: plain causal attention over the row mixes examples."""
     model = load_base_model(tiny_model_dir).eval()
+    first, second = example("a", 40, 1), example("b", 25, 2)
+    packed = collate_packed([[first, second]])
+    with torch.no_grad():
+        leaky = model(input_ids=packed.input_ids, position_ids=packed.position_ids).logits[0]
+        alone = model(input_ids=torch.tensor([second.input_ids])).logits[0]
+    assert not torch.allclose(leaky[40:], alone, atol=1e-3)
+
+
+def test_packed_batch_with_a_model_without_packed_attention_fails_clearly(tiny_model_dir):
+    model = load_base_model(tiny_model_dir, attn_implementation="eager")
+    batch = collate_packed([[example("a", 10, 1), example("b", 12, 2)]])
+    with pytest.raises(ValueError, match=r"per-example attention.*packing=false"):
+        token_loss(model, batch)
+
+
+@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+def test_packed_and_padded_losses_agree_on_the_same_examples(tiny_model_dir, attn):
+    """Same examples, same summed loss, whichever batching (eager: the padded baseline)."""
+    packed_model = load_base_model(tiny_model_dir).eval()
+    padded_model = load_base_model(tiny_model_dir, attn_implementation=attn).eval()
     examples = [example("a", 40, 1), example("b", 25, 2), example("c", 50, 3)]
     with torch.no_grad():
-        packed = token_loss(model, collate_packed([examples], pad_id=0))
-        padded = token_loss(model, collate_padded(examples, pad_id=0))
+        packed = token_loss(packed_model, collate_packed([examples]))
+        padded = token_loss(padded_model, collate_padded(examples, pad_id=0))
     torch.testing.assert_close(packed, padded, atol=1e-4, rtol=1e-5)
 
 

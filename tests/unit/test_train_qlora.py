@@ -52,7 +52,7 @@ def test_bitsandbytes_kbit_load_prepare_and_lora_step_run_on_cpu(tiny_model_dir,
     trainable, total = count_parameters(model)
     assert 0 < trainable < total
     ids = list(range(100, 140))
-    batch = collate_packed([[TokenizedExample("a", ids, ids)]], pad_id=0)
+    batch = collate_packed([[TokenizedExample("a", ids, ids)]])
     model.train()
     loss = token_loss(model, batch)
     loss.backward()

@@ -84,7 +84,8 @@ class TrainConfig:
     max_seq_len: int = 512
     batch_size: int = 4
     grad_accum: int = 1
-    # true: first-fit-decreasing packing into rows of max_seq_len with a block-diagonal mask;
+    # true: first-fit-decreasing packing into bins of max_seq_len, each micro-batch flattened
+    # into one row with per-example attention (no padding, no cross-example leak);
     # false: the plain baseline, one example per row padded to the longest in the batch.
     packing: bool = True
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -101,6 +102,7 @@ class TrainConfig:
     # On a machine without CUDA, train an nf4/int8 config unquantised in fp32 instead of failing.
     allow_cpu_fallback: bool = False
     gradient_checkpointing: bool = False
+    # sdpa (with per-example attention for packed batches) or eager (padded batches only).
     attn_implementation: Literal["sdpa", "eager"] = "sdpa"
     # Save a resumable checkpoint every N optimizer steps (0: only at the end); keep the last K.
     checkpoint_every: int = 10
@@ -127,6 +129,11 @@ class TrainConfig:
             (self.keep_checkpoints >= 1, "keep_checkpoints must be >= 1"),
             (self.eval_examples >= 0, "eval_examples must be >= 0"),
             (self.stop_after_steps >= 0, "stop_after_steps must be >= 0"),
+            (
+                not (self.packing and self.attn_implementation == "eager"),
+                "packing=true needs attn_implementation=sdpa (packed batches run per-example "
+                "SDPA attention); set attn_implementation=sdpa or packing=false",
+            ),
         ]
         for ok, message in checks:
             if not ok:

@@ -1,27 +1,32 @@
-"""Batches: the padded baseline and packed rows without cross-example attention.
+"""Batches: the padded baseline, and packed batches without cross-example attention.
 
 Padded (baseline): one example per row, rows padded to the longest example of the batch. Simple,
 but every pad token costs a full forward and backward.
 
-Packed: examples are placed into rows of ``capacity`` tokens by first-fit decreasing, so rows
-are nearly full. Packing alone would let a token attend to the examples packed before it
-(a leak: the model would learn to condition one patient's answer on another's question), so
-each row carries
+Packed: examples are grouped into bins of ``capacity`` tokens by first-fit decreasing, and a
+micro-batch of ``batch_size`` bins is flattened into ONE row with no padding at all (the
+micro-batch keeps the same token budget as ``batch_size`` padded rows of ``max_seq_len``).
+Putting examples side by side would let a token attend to the examples before it (a leak: the
+model would learn to condition one patient's answer on another's question), so a packed batch
+carries
 
+* ``segment_lengths``, the length of every example in the row, which the attention function
+  :func:`packed_sdpa_attention` uses to run causal attention *per example* (each example
+  attends only to itself, and costs ``n^2`` rather than a share of ``(sum n)^2``),
 * ``position_ids`` that restart at 0 for every example (rotary embeddings see each example at
   the positions it has when alone), and
-* a 4D attention mask ``[batch, 1, L, L]`` that is causal *within* an example and blocks
-  everything across examples (block-diagonal), and
 * label -100 on the first token of every example, so no loss term predicts one example's first
   token from the previous example's last token.
 
 With these three, each packed example's logits equal its logits when run alone (tested in
-``tests/unit/test_train_packing.py``). The mask is built explicitly rather than relying on
-transformers' detection of restarting ``position_ids`` so that the guarantee is visible here
-and works with both the ``sdpa`` and ``eager`` attention paths on CPU.
+``tests/unit/test_train_packing.py``, which also shows that plain causal attention over the
+same row does leak). Per-example attention is what makes packing pay on CPU: a block-diagonal
+4D mask over the whole row gives the same numbers but computes (and masks away) the full
+``L x L`` attention and keeps SDPA off its fused causal kernel; measured in
+``bench/train_throughput.py`` and docs/training.md.
 
 Data order is a pure function of ``(seed, epoch)``: the examples are permuted with the seed,
-packed, and the resulting rows shuffled with the seed; a resumed run recomputes the same plan
+packed, and the resulting bins shuffled with the seed; a resumed run recomputes the same plan
 and skips to its cursor (the number of micro-batches already consumed).
 """
 
@@ -32,10 +37,16 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
 from taigimed.train.formatting import IGNORE_INDEX, TokenizedExample
+
+# The attention implementation every training model is loaded with (see ``load_base_model``):
+# SDPA for ordinary batches, per-example causal SDPA for packed ones.
+PACKED_SDPA = "taigimed_packed_sdpa"
 
 
 @dataclass
@@ -45,9 +56,11 @@ class Batch:
     input_ids: torch.Tensor
     labels: torch.Tensor
     position_ids: torch.Tensor
-    attention_mask: torch.Tensor  # 2D 0/1 (padded) or 4D boolean, True = may attend (packed)
+    attention_mask: torch.Tensor  # 2D 0/1 (1 = real token)
     real_tokens: int  # tokens that are not padding
     target_tokens: int  # tokens with a loss term (assistant tokens, minus the first)
+    # Packed batches only: the length of each example in the single row, in order.
+    segment_lengths: tuple[int, ...] | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         return Batch(
@@ -57,6 +70,7 @@ class Batch:
             self.attention_mask.to(device),
             self.real_tokens,
             self.target_tokens,
+            self.segment_lengths,
         )
 
 
@@ -125,7 +139,9 @@ class DataPlan:
         return max(1, math.ceil(epochs * self.batches_per_epoch / grad_accum))
 
     def padding_fraction(self) -> float:
-        """Share of pad tokens in epoch 0: the waste that packing removes."""
+        """Share of pad tokens in epoch 0: the waste that packing removes (packed: none)."""
+        if self.packing:
+            return 0.0  # each micro-batch is one row of exactly its examples' tokens
         real = padded = 0
         for batch in self._epoch(0):
             row_lengths = [sum(self.lengths[i] for i in row) for row in batch]
@@ -155,45 +171,84 @@ def collate_padded(
     return Batch(ids, labels, positions, mask, int(mask.sum()), _targets(labels))
 
 
-def collate_packed(rows: Sequence[Sequence[TokenizedExample]], pad_id: int) -> Batch:
-    """Concatenate each row's examples; restart positions; block-diagonal causal 4D mask."""
-    width = max(sum(len(e) for e in row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long)
-    positions = torch.zeros((len(rows), width), dtype=torch.long)
-    # Segment id per token: 0, 1, ... for examples, -1 for the padding tail.
-    segments = torch.full((len(rows), width), -1, dtype=torch.long)
-    real = 0
-    for r, row in enumerate(rows):
-        start = 0
-        for s, example in enumerate(row):
-            n = len(example)
-            ids[r, start : start + n] = torch.tensor(example.input_ids)
-            labels[r, start : start + n] = torch.tensor(example.labels)
-            labels[r, start] = IGNORE_INDEX  # no loss across the example boundary
-            positions[r, start : start + n] = torch.arange(n)
-            segments[r, start : start + n] = s
-            start += n
-        real += start
-        positions[r, start:] = torch.arange(width - start)  # padding attends only to padding
-    return Batch(ids, labels, positions, block_causal_mask(segments), real, _targets(labels))
+def collate_packed(rows: Sequence[Sequence[TokenizedExample]]) -> Batch:
+    """Flatten every bin's examples into one row; restart positions; record segment lengths."""
+    examples = [example for row in rows for example in row]
+    ids: list[int] = []
+    labels: list[int] = []
+    positions: list[int] = []
+    for example in examples:
+        ids += example.input_ids
+        labels += [IGNORE_INDEX, *example.labels[1:]]  # no loss across the example boundary
+        positions += range(len(example))
+    label_tensor = torch.tensor([labels])
+    return Batch(
+        input_ids=torch.tensor([ids]),
+        labels=label_tensor,
+        position_ids=torch.tensor([positions]),
+        attention_mask=torch.ones((1, len(ids)), dtype=torch.long),
+        real_tokens=len(ids),
+        target_tokens=_targets(label_tensor),
+        segment_lengths=tuple(len(e) for e in examples),
+    )
 
 
-def block_causal_mask(segments: torch.Tensor) -> torch.Tensor:
-    """Boolean ``[B, 1, L, L]``: True where query i may see key j (same segment and j <= i).
+def packed_sdpa_attention(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    segment_lengths: Sequence[int] | None = None,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention function: causal SDPA within each segment of a packed row.
 
-    transformers passes a 4D mask through unchanged; SDPA takes it as is (True = attend).
+    Without ``segment_lengths`` (ordinary padded batches, evaluation, generation) it is
+    exactly transformers' ``sdpa``. With them, the single row ``[1, heads, sum(n), dim]`` is
+    split into its examples and each runs causal SDPA on its own: no token can see another
+    example, and the ``is_causal`` path needs no mask tensor at all.
     """
-    width = segments.shape[1]
-    causal = torch.ones((width, width), dtype=torch.bool).tril()
-    same = segments.unsqueeze(2) == segments.unsqueeze(1)
-    return (same & causal).unsqueeze(1)
+    from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+
+    if segment_lengths is None:
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs
+        )
+    if query.shape[0] != 1 or sum(segment_lengths) != query.shape[2]:
+        raise ValueError(
+            f"packed attention wants one row of sum(segment_lengths)={sum(segment_lengths)} "
+            f"tokens, got query shape {tuple(query.shape)}"
+        )
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)
+    lengths = list(segment_lengths)
+    outputs = [
+        F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling, is_causal=True)
+        for q, k, v in zip(
+            query.split(lengths, dim=2),
+            key.split(lengths, dim=2),
+            value.split(lengths, dim=2),
+            strict=True,
+        )
+    ]
+    return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
 
 
-def additive_mask(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """The boolean 4D mask as the additive float mask that eager attention adds to its scores."""
-    out = torch.zeros(mask.shape, dtype=dtype, device=mask.device)
-    return out.masked_fill_(~mask, torch.finfo(dtype).min)
+def register_packed_attention() -> str:
+    """Make :data:`PACKED_SDPA` a valid ``attn_implementation`` (idempotent); return its name.
+
+    Its mask function is SDPA's, so ordinary batches get exactly the masks ``sdpa`` gets; a
+    packed batch passes an all-ones 2D mask, for which SDPA's mask function builds nothing.
+    """
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(PACKED_SDPA, packed_sdpa_attention)
+    AttentionMaskInterface.register(PACKED_SDPA, sdpa_mask)
+    return PACKED_SDPA
 
 
 def _targets(labels: torch.Tensor) -> int:
@@ -206,5 +261,5 @@ def make_batch(
     """Micro-batch ``cursor`` of ``plan``, collated for the plan's mode."""
     rows = [[examples[i] for i in row] for row in plan.rows(cursor)]
     if plan.packing:
-        return collate_packed(rows, pad_id)
+        return collate_packed(rows)
     return collate_padded([row[0] for row in rows], pad_id)

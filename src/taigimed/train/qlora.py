@@ -26,6 +26,7 @@ import torch
 
 from taigimed.config import ConfigError
 from taigimed.train.config import LoraSettings, TrainConfig
+from taigimed.train.packing import register_packed_attention
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +89,15 @@ def load_base_model(
     device: str = "cpu",
     attn_implementation: str = "sdpa",
 ) -> Any:
-    """Load the frozen base, quantised through bitsandbytes when asked."""
+    """Load the frozen base, quantised through bitsandbytes when asked.
+
+    ``sdpa`` loads as :data:`~taigimed.train.packing.PACKED_SDPA`: the same SDPA for ordinary
+    batches, plus per-example attention for packed ones (``eager`` cannot take packed batches).
+    """
     from transformers import AutoModelForCausalLM
 
+    if attn_implementation == "sdpa":
+        attn_implementation = register_packed_attention()
     kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn_implementation}
     if quantization != "none":
         kwargs["quantization_config"] = bnb_config(quantization, dtype)

@@ -32,7 +32,7 @@ from taigimed.models import load_tokenizer, resolve_model, write_model_dir
 from taigimed.train import checkpoint as ckpt
 from taigimed.train.config import TrainConfig
 from taigimed.train.formatting import IGNORE_INDEX, TokenizedExample, load_sft_examples
-from taigimed.train.packing import Batch, DataPlan, additive_mask, collate_padded, make_batch
+from taigimed.train.packing import PACKED_SDPA, Batch, DataPlan, collate_padded, make_batch
 from taigimed.train.qlora import (
     apply_lora,
     count_parameters,
@@ -289,7 +289,7 @@ class StageRecipe:
         loss_sum = 0.0
         for batch in batches:
             batch = batch.to(self.device_plan.device)
-            loss = token_loss(self.model, batch, cfg.attn_implementation)
+            loss = token_loss(self.model, batch)
             (loss / targets).backward()
             loss_sum += loss.item()
         trainable = [p for p in self.model.parameters() if p.requires_grad]
@@ -320,7 +320,7 @@ class StageRecipe:
         for i in range(0, len(self.val_examples), size):
             batch = collate_padded(self.val_examples[i : i + size], self.tokenizer.pad_token_id)
             batch = batch.to(self.device_plan.device)
-            total += token_loss(self.model, batch, self.cfg.attn_implementation).item()
+            total += token_loss(self.model, batch).item()
             count += batch.target_tokens
         self.model.train(was_training)
         return total / max(1.0, count)
@@ -435,7 +435,7 @@ class StageRecipe:
         }
 
 
-def token_loss(model: Any, batch: Batch, attn_implementation: str = "sdpa") -> torch.Tensor:
+def token_loss(model: Any, batch: Batch) -> torch.Tensor:
     """Summed cross-entropy over the batch's target (assistant) tokens.
 
     Summed, not averaged, so the caller can divide by the whole step's target count: with
@@ -445,16 +445,23 @@ def token_loss(model: Any, batch: Batch, attn_implementation: str = "sdpa") -> t
     layers and change nothing. (This assumes a plain ``lm_head``, as in Llama-family models;
     models that post-process logits, e.g. with soft-capping, are not supported here.)
     """
-    mask = batch.attention_mask
     causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-    if mask.dim() == 4 and attn_implementation == "eager":
-        mask = additive_mask(mask, causal_lm.get_input_embeddings().weight.dtype)
+    packed: dict[str, Any] = {}
+    if batch.segment_lengths is not None:
+        if causal_lm.config._attn_implementation != PACKED_SDPA:
+            raise ValueError(
+                "a packed batch needs per-example attention: load the model with "
+                "taigimed.train.qlora.load_base_model(..., attn_implementation='sdpa'), "
+                f"not {causal_lm.config._attn_implementation!r}, or set packing=false"
+            )
+        packed["segment_lengths"] = batch.segment_lengths
     decoder = getattr(causal_lm, causal_lm.base_model_prefix)
     hidden = decoder(
         input_ids=batch.input_ids,
-        attention_mask=mask,
+        attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
         use_cache=False,
+        **packed,
     ).last_hidden_state
     targets = batch.labels[:, 1:]
     keep = targets != IGNORE_INDEX

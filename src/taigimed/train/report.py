@@ -94,7 +94,7 @@ def model_card(metrics: dict[str, Any], config: Any) -> str:
 | git commit | `{metrics["git_commit"]}` |
 | MLflow run | `{metrics.get("mlflow_run_id") or "not tracked (MLFLOW_TRACKING_URI unset)"}` |
 | device | {metrics["device"]} (quantization: {metrics["quantization"]}) |
-| batches | {"packed (block-diagonal attention)" if metrics["packing"] else "padded"} |
+| batches | {"packed (per-example attention)" if metrics["packing"] else "padded"} |
 
 ## Data
 
