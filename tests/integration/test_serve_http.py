@@ -49,7 +49,7 @@ class Server:
         )
         self.url = ""
 
-    def wait_ready(self, timeout: float = 120) -> Server:
+    def wait_ready(self, timeout: float = 120, path: str = "/v2/health/ready") -> Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.logs()
@@ -61,7 +61,7 @@ class Server:
                     pass
             if self.url:
                 try:
-                    if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
+                    if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
                         return self
                 except httpx.HTTPError:
                     pass
@@ -83,11 +83,18 @@ class Server:
         self.log.close()
 
 
-def start_guard(predictor: Server, tmp: Path, *overrides: str, env: dict | None = None) -> Server:
-    args = ["--predictor-url", predictor.url, "--model-name", MODEL, "--model-version", VERSION]
+def start_guard(
+    predictor: Server,
+    tmp: Path,
+    *overrides: str,
+    env: dict | None = None,
+    version: str = VERSION,
+    ready_path: str = "/v2/health/ready",
+) -> Server:
+    args = ["--predictor-url", predictor.url, "--model-name", MODEL, "--model-version", version]
     args += [f"review.store_url=sqlite:///{tmp / 'review.db'}", *overrides]
     clean = {"TAIGIMED_API_TOKENS": "", "TAIGIMED_REVIEWER_TOKENS": "", **(env or {})}
-    return Server("taigimed.serve.guard", args, tmp, clean).wait_ready()
+    return Server("taigimed.serve.guard", args, tmp, clean).wait_ready(path=ready_path)
 
 
 @pytest.fixture(scope="module")
@@ -501,3 +508,176 @@ def test_guard_answers_503_when_predictor_is_down(tmp_path):
         assert chat(url, "我胸坎痛").json()["taigimed"]["status"] == "escalated"
     finally:
         server.stop()
+
+
+# -- which version answered: one guard in front of several predictor versions -----------------
+# On a cluster one guard fronts Knative's stable/canary split of the predictor, so the guard must
+# label each request with the version that answered it, not with its own configured version.
+
+
+@pytest.fixture(scope="module")
+def predictor_v2(tiny_model_dir, tmp_path_factory):
+    """A predictor whose version comes only from the env var, as the manifests set it."""
+    tmp = tmp_path_factory.mktemp("predictor-v2")
+    args = ["--model-dir", str(tiny_model_dir), "--model-name", MODEL, "predictor.torch_threads=1"]
+    server = Server(
+        "taigimed.serve.predictor", args, tmp, env={"TAIGIMED_MODEL_VERSION": "v2"}
+    ).wait_ready()
+    yield server
+    server.stop()
+
+
+def test_predictor_names_its_version_in_every_response(predictor_v2):
+    url = f"{predictor_v2.url}/openai/v1/chat/completions"
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "感冒"}], "max_tokens": 3}
+    assert httpx.post(url, json=body, timeout=60).headers["x-taigimed-model-version"] == "v2"
+    streamed = httpx.post(url, json={**body, "stream": True}, timeout=60)
+    assert streamed.headers["x-taigimed-model-version"] == "v2"
+    missing = httpx.post(url, json={**body, "model": "gpt-4"}, timeout=60)
+    assert missing.status_code == 404 and missing.headers["x-taigimed-model-version"] == "v2"
+
+
+def test_guard_labels_requests_with_the_version_that_answered(predictor_v2, tmp_path):
+    guard = start_guard(predictor_v2, tmp_path, "review.confidence_threshold=0.0", version="stable")
+    try:
+        answered = chat(guard.url, "頭殼痛")
+        assert answered.json()["taigimed"]["model_version"] == "v2"
+        streamed = sse_events(chat(guard.url, "頭殼痛", stream=True))
+        assert streamed[-2]["taigimed"]["model_version"] == "v2"
+        ok = {"route": "chat", "status_code": "200"}
+        assert metric(guard.url, "taigimed_requests_total", model_version="v2", **ok) == 2
+        assert metric(guard.url, "taigimed_request_latency_seconds_count", model_version="v2") == 2
+        assert metric(guard.url, "taigimed_generated_tokens_total", model_version="v2") == 16
+        assert metric(guard.url, "taigimed_requests_total", model_version="stable", **ok) == 0
+        # No model answers an emergency: it keeps the guard's own (fallback) label.
+        escalated = chat(guard.url, "我胸坎痛，喘袂過來").json()
+        assert escalated["taigimed"]["model_version"] == "stable"
+        assert metric(guard.url, "taigimed_escalations_total", model_version="stable") >= 1
+        assert metric(guard.url, "taigimed_escalations_total", model_version="v2") == 0
+        assert metric(guard.url, "taigimed_requests_total", model_version="stable", **ok) == 1
+        # Feedback counts for the version stored with the session, not the guard's label.
+        sid = answered.json()["taigimed"]["session_id"]
+        httpx.post(f"{guard.url}/v1/feedback", json={"session_id": sid, "rating": "down"})
+        assert metric(guard.url, "taigimed_feedback_total", model_version="v2") == 1
+        assert httpx.get(f"{guard.url}/v1/sessions/{sid}").json()["model_version"] == "v2"
+    finally:
+        guard.stop()
+
+
+FAKE_TOKEN = {"token": "好", "logprob": -0.1, "bytes": None, "top_logprobs": []}
+
+
+class FakeVLLM:
+    """Stands in for vLLM's OpenAI server, which cannot run here (it needs a GPU build).
+
+    It answers ``POST /v1/chat/completions`` as vLLM does for the parts the guard reads: no
+    TaigiMed header, ``model`` = the first ``--served-model-name`` (here ``served_as``), plain
+    JSON or SSE chunks that each carry ``model``, logprobs and usage. Every other path is a 404,
+    like vLLM, which has no KServe v2 health route either.
+    """
+
+    def __init__(self, served_as: str) -> None:
+        import http.server
+        import threading
+
+        fake = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+                if self.path != "/v1/chat/completions":
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                if body.get("stream"):
+                    self.send_header("content-type", "text/event-stream")
+                    self.end_headers()
+                    for chunk in fake.chunks():
+                        self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    return
+                payload = json.dumps(fake.completion()).encode()
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.served_as = served_as
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def completion(self) -> dict:
+        logprobs = {
+            "content": [{"token": "好", "logprob": -0.1, "bytes": None, "top_logprobs": []}]
+        }
+        return {
+            "id": "chatcmpl-fake",
+            "object": "chat.completion",
+            "created": 0,
+            "model": self.served_as,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": "好"},
+                    "logprobs": logprobs,
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+        }
+
+    def chunks(self) -> list[dict]:
+        base = {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "model": self.served_as}
+        return [
+            {**base, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]},
+            {
+                **base,
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {"content": "好"},
+                        "logprobs": {"content": [FAKE_TOKEN]},
+                        "finish_reason": "stop",
+                    }
+                ],
+            },
+            {**base, "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}},
+        ]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize(("served_as", "label"), [("taigimed-v3", "v3"), ("taigimed", "stable")])
+def test_guard_reads_vllm_version_from_model_field_else_falls_back(tmp_path, served_as, label):
+    """vLLM answers with its first served name: ``taigimed-v3`` -> v3; a bare ``taigimed`` names
+    no version, so the guard's configured one is used."""
+    vllm = FakeVLLM(served_as)
+    guard = start_guard(
+        vllm,
+        tmp_path,
+        "review.confidence_threshold=0.0",
+        "review.hold_streams=false",  # the live stream path reads each chunk's model
+        version="stable",
+        env={"TAIGIMED_PREDICTOR_OPENAI_PREFIX": "/v1"},
+        ready_path="/v2/health/live",
+    )
+    try:
+        assert chat(guard.url, "頭殼痛").json()["taigimed"]["model_version"] == label
+        assert (
+            sse_events(chat(guard.url, "頭殼痛", stream=True))[-2]["taigimed"]["model_version"]
+            == label
+        )
+        ok = {"route": "chat", "status_code": "200"}
+        assert metric(guard.url, "taigimed_requests_total", model_version=label, **ok) == 2
+        assert metric(guard.url, "taigimed_request_latency_seconds_count", model_version=label) == 2
+        other = "stable" if label == "v3" else "v3"
+        assert metric(guard.url, "taigimed_requests_total", model_version=other) == 0
+    finally:
+        guard.stop()
+        vllm.stop()

@@ -58,8 +58,10 @@ def test_export_is_sft_lines_of_approved_answers_only(store):
 
 def test_feedback_needs_a_known_session_and_a_valid_rating(store):
     sid = store.create(new("answered"))
-    store.add_feedback(sid, "up", "多謝")
+    added = store.add_feedback(sid, "up", "多謝")
     assert store.get(sid)["feedback"][0]["rating"] == "up"
+    # The guard labels the feedback metric with the version that answered the session.
+    assert added.model_version == "v1"
     with pytest.raises(NotFound):
         store.add_feedback("missing", "up", None)
     with pytest.raises(ValueError):

@@ -16,6 +16,17 @@ against it unchanged, and adds what a medical advisor needs around the model:
   requests in flight (429 with Retry-After), 503 while the predictor is unreachable;
 * Prometheus metrics labelled with the model version (``taigimed.serve.metrics``).
 
+Which version a request is labelled with: on a cluster one guard fronts both the stable and the
+canary predictor revision (Knative splits the predictor's traffic), so each request is labelled
+with the version that *answered it*: the predictor's ``x-taigimed-model-version`` header, else
+``<version>`` from vLLM's ``model: taigimed-<version>``, else the guard's configured
+``model_version`` (``taigimed.serve.version``). Requests the guard answers without the model
+(red-flag escalations, referrals, 4xx, 429 at admission, a predictor that could not be reached)
+carry the configured version: no model answered them, so no model version is blamed for them.
+On a cluster that label is ``unknown`` (the manifests' fallback), kept apart from every real
+version. Review decisions and feedback carry the version stored with their session. Whole-guard
+gauges (requests in flight, review backlog) stay on the configured version.
+
 Every guard chat response is the OpenAI shape plus a top-level ``taigimed`` object:
 ``{"status", "session_id", "confidence", "model_version"}``.
 """
@@ -43,6 +54,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from taigimed import guardrails
 from taigimed.config import load_config
 from taigimed.serve import openai_schema as oa
+from taigimed.serve import version as versioning
 from taigimed.serve.config import ServeConfig
 from taigimed.serve.kserve_app import build_app, import_kserve, serve, set_predictor_config
 from taigimed.serve.metrics import GuardMetrics
@@ -79,13 +91,19 @@ class Outcome:
     completion_tokens: int = 0
     upstream_logprobs: Any = None
     categories: list[str] = field(default_factory=list)
+    model_version: str = ""  # the version that answered (the guard's own when no model did)
 
 
 class Tracker:
-    """Counts one request in flight and records its metrics exactly once."""
+    """Counts one request in flight and records its metrics exactly once.
+
+    ``version`` starts as the guard's configured version and becomes the answering predictor's
+    once its response names one (``Guard._note_version``).
+    """
 
     def __init__(self, guard: Guard, route: str) -> None:
         self.guard, self.route = guard, route
+        self.version = guard.metrics.model_version
         self.started = time.perf_counter()
         self.predictor_s = 0.0
         self.deferred = False  # a streaming response finishes the tracker itself
@@ -95,9 +113,9 @@ class Tracker:
         if self._done:
             return
         self._done = True
-        g, v = self.guard, self.guard.metrics.model_version
+        g, v = self.guard, self.version
         g.inflight -= 1
-        g.metrics.inflight.labels(v).set(g.inflight)
+        g.metrics.inflight.labels(g.metrics.model_version).set(g.inflight)
         elapsed = time.perf_counter() - self.started
         g.metrics.requests.labels(v, self.route, str(status)).inc()
         g.metrics.latency.labels(v, self.route).observe(elapsed)
@@ -296,7 +314,12 @@ class Guard:
         )
         log.info("session %s %s %s", session_id, status, decision.triage.categories)
         return Outcome(
-            status, decision.text, session_id, None, categories=decision.triage.categories
+            status,
+            decision.text,
+            session_id,
+            None,
+            categories=decision.triage.categories,
+            model_version=v,
         )
 
     async def _model_outcome(
@@ -308,14 +331,16 @@ class Guard:
         finish_reason: str,
         usage: dict[str, int],
         upstream_logprobs: Any,
+        version: str,
     ) -> Outcome:
-        """Confidence, review decision, disclaimer, storage and metrics for a model answer."""
+        """Confidence, review decision, disclaimer, storage and metrics for a model answer
+        (labelled and stored with ``version``, the version that answered)."""
         confidence = math.exp(sum(token_logprobs) / len(token_logprobs)) if token_logprobs else None
         reasons = self._review_reasons(question, confidence)
         status = "needs_review" if reasons else "answered"
         draft = guardrails.scrub_pii(draft)
         final = None if reasons else self._finish_text(draft)
-        v = self.metrics.model_version
+        v = version
         session_id = await self._store(
             NewSession(
                 model_version=v,
@@ -335,7 +360,8 @@ class Guard:
             self.metrics.confidence.labels(v).observe(confidence)
         if reasons:
             self.metrics.reviews_queued.labels(v).inc()
-            self.metrics.backlog.labels(v).inc()
+            # The backlog is the whole queue's size, not a per-version quantity.
+            self.metrics.backlog.labels(self.metrics.model_version).inc()
             log.info("session %s held for review: %s", session_id, ", ".join(reasons))
         text = final if final is not None else self._finish_text(self.cfg.review.pending_message)
         return Outcome(
@@ -347,6 +373,7 @@ class Guard:
             prompt_tokens=usage.get("prompt_tokens", 0),
             completion_tokens=usage.get("completion_tokens", 0),
             upstream_logprobs=upstream_logprobs if not reasons else None,
+            model_version=v,
         )
 
     async def _post_predictor(self, path: str, body: dict, tracker: Tracker) -> dict:
@@ -356,8 +383,18 @@ class Guard:
         finally:
             tracker.predictor_s += time.perf_counter() - started
         if resp.status_code == 200:
-            return resp.json()
+            data = resp.json()
+            self._note_version(tracker, resp.headers, data.get("model"))
+            return data
+        self._note_version(tracker, resp.headers, None)  # vLLM's errors name no model
         raise self._upstream_error(resp.status_code, resp.content)
+
+    def _note_version(self, tracker: Tracker, headers: httpx.Headers, model: object) -> None:
+        """Label the request with the version that answered, if the response names one."""
+        header = headers.get(versioning.HEADER)
+        answered = versioning.answered_by(header, model, self.cfg.model_name)
+        if answered is not None:
+            tracker.version = answered
 
     def _upstream_error(self, status: int, content: bytes) -> oa.APIError:
         try:
@@ -376,7 +413,7 @@ class Guard:
             "status": outcome.status,
             "session_id": outcome.session_id,
             "confidence": outcome.confidence,
-            "model_version": self.metrics.model_version,
+            "model_version": outcome.model_version or self.metrics.model_version,
         }
 
     # -- chat -----------------------------------------------------------------------------
@@ -430,6 +467,7 @@ class Guard:
                 choice.get("finish_reason") or "stop",
                 data.get("usage") or {},
                 {"content": content} if req.logprobs else None,
+                tracker.version,
             )
         if req.stream:
             tracker.deferred = True
@@ -550,6 +588,7 @@ class Guard:
             async with self.client.stream(
                 "POST", f"{PREDICTOR_OPENAI_PREFIX}/chat/completions", json=body
             ) as resp:
+                self._note_version(tracker, resp.headers, None)
                 if resp.status_code != 200:
                     err = self._upstream_error(resp.status_code, await resp.aread())
                     status = err.status
@@ -560,6 +599,7 @@ class Guard:
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     chunk = json.loads(line[6:])
+                    self._note_version(tracker, resp.headers, chunk.get("model"))
                     if chunk.get("usage"):
                         usage = chunk["usage"]
                     for choice in chunk.get("choices", []):
@@ -578,7 +618,7 @@ class Guard:
                                 )
                             )
             outcome = await self._model_outcome(
-                question, messages, "".join(parts), lps, finish, usage, None
+                question, messages, "".join(parts), lps, finish, usage, None, tracker.version
             )
             draft = "".join(parts).rstrip()
             tail = self._finish_text(draft)[len(draft) :]
@@ -636,6 +676,7 @@ class Guard:
                 choice.get("finish_reason") or "stop",
                 data.get("usage") or {},
                 lp if req.logprobs is not None else None,
+                tracker.version,
             )
         rid, created = oa.new_id("cmpl"), oa.now()
         if req.stream:
@@ -773,9 +814,11 @@ class Guard:
             raise oa.APIError(404, f"no session {session_id}", param="session_id") from None
         except Conflict as err:
             raise oa.APIError(409, str(err), param="session_id") from None
-        v = self.metrics.model_version
-        self.metrics.reviews_decided.labels(v, "approved" if approve else "rejected").inc()
-        self.metrics.backlog.labels(v).set(await asyncio.to_thread(self.store.backlog))
+        # The decision counts for the version that wrote the answer; the backlog is the queue's.
+        decision = "approved" if approve else "rejected"
+        self.metrics.reviews_decided.labels(result["model_version"], decision).inc()
+        backlog = await asyncio.to_thread(self.store.backlog)
+        self.metrics.backlog.labels(self.metrics.model_version).set(backlog)
         return result
 
     async def review_approve(self, request: Request, session_id: str) -> dict:
@@ -837,12 +880,13 @@ class Guard:
             raise oa.APIError(400, "rating must be 'up' or 'down'", param="rating")
         comment = self._text_field(data, "comment", required=False)
         try:
-            feedback_id = await asyncio.to_thread(
+            feedback_id, version = await asyncio.to_thread(
                 self.store.add_feedback, session_id, rating, comment
             )
         except NotFound:
             raise oa.APIError(404, f"no session {session_id}", param="session_id") from None
-        self.metrics.feedback.labels(self.metrics.model_version, rating).inc()
+        # Feedback judges the version that answered the session, not this guard's label.
+        self.metrics.feedback.labels(version, rating).inc()
         return {"id": feedback_id, "session_id": session_id, "rating": rating}
 
     async def metrics_route(self) -> Response:
@@ -919,7 +963,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     parser.add_argument("--port", "--http_port", type=int, help="port (0 = ephemeral)")
     parser.add_argument("--model-name", "--model_name", help="served model name")
-    parser.add_argument("--model-version", help="model_version label on every metric")
+    parser.add_argument(
+        "--model-version",
+        help="fallback model_version label: for requests no model answered, and for answers "
+        "that do not name their version (x-taigimed-model-version header or model: NAME-VERSION)",
+    )
     parser.add_argument("--port-file", type=Path, help="write {host, port} here once bound")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     # KServe may pass more transformer flags (--predictor_protocol, --workers, ...) than the

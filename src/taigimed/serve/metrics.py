@@ -17,7 +17,14 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 
 
 
 class GuardMetrics:
-    """The metric names the rollout analysis queries; see INTERFACES.md."""
+    """The metric names the rollout analysis queries; see INTERFACES.md.
+
+    ``model_version`` here is the guard's *configured* version, its fallback label. Per-request
+    series (requests, latency, tokens, confidence, reviews, feedback, ...) are labelled by the
+    guard with the version that answered each request (see ``taigimed.serve.guard``), so one
+    guard in front of Knative's stable/canary split yields one series per version, all with the
+    same label names. Whole-guard gauges (in flight, review backlog) keep the configured label.
+    """
 
     def __init__(self, model_version: str) -> None:
         self.model_version = model_version

@@ -10,6 +10,11 @@ transformers, so the guard, the tests and the demo run anywhere:
   (``{"instances": [{"prompt": ...}]}``);
 * ``/metrics`` (Prometheus).
 
+Every response carries ``x-taigimed-model-version: <version>`` (``taigimed.serve.version``), errors
+included, so the one guard in front of Knative's stable/canary split labels each request with the
+revision that actually answered. The version is ``--model-version``, else the env var
+``TAIGIMED_MODEL_VERSION`` (set per revision by the manifests), else the serve config.
+
 Requests are decoded together by ``ContinuousBatcher``. Run it with
 ``python -m taigimed.serve.predictor --model-dir DIR`` or ``run_predictor(...)``.
 """
@@ -20,15 +25,16 @@ import argparse
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from taigimed.config import load_config
+from taigimed.config import ConfigError, load_config
 from taigimed.serve import openai_schema as oa
+from taigimed.serve import version as versioning
 from taigimed.serve.batching import (
     ContinuousBatcher,
     ErrorEvent,
@@ -481,6 +487,51 @@ async def api_error_handler(_: Request, err: oa.APIError) -> JSONResponse:
     return JSONResponse(err.body(), status_code=err.status, headers=err.headers)
 
 
+ASGIMessage = MutableMapping[str, Any]
+
+
+class VersionHeader:
+    """ASGI middleware: ``x-taigimed-model-version`` on every response this app sends.
+
+    Pure ASGI rather than ``BaseHTTPMiddleware`` so streamed (SSE) responses pass through
+    untouched; the header goes into the ``http.response.start`` message, before any body.
+    """
+
+    def __init__(self, app: Any, version: str) -> None:
+        self.app = app
+        self.header = (versioning.HEADER.encode(), version.encode())
+
+    async def __call__(
+        self,
+        scope: MutableMapping[str, Any],
+        receive: Callable[[], Awaitable[ASGIMessage]],
+        send: Callable[[ASGIMessage], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_version(message: ASGIMessage) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), self.header]
+            await send(message)
+
+        await self.app(scope, receive, send_with_version)
+
+
+def unexpected_error_handler(model_version: str) -> Callable[..., Awaitable[JSONResponse]]:
+    """A 500 in the OpenAI error shape for exceptions no route expected (a broken chat template,
+    say). Starlette answers these outside every middleware, so the version header is set here:
+    the guard must be able to blame the revision that failed."""
+
+    async def handler(request: Request, err: Exception) -> JSONResponse:
+        log.error("unexpected error on %s: %s: %s", request.url.path, type(err).__name__, err)
+        body = oa.error_body(f"{type(err).__name__}: {err}", "internal_error", None, 500)
+        return JSONResponse(body, status_code=500, headers={versioning.HEADER: model_version})
+
+    return handler
+
+
 def build_predictor_app(
     model_dir: str | Path,
     model_name: str,
@@ -488,6 +539,11 @@ def build_predictor_app(
     settings: PredictorSettings | None = None,
 ) -> tuple[FastAPI, TransformersLLM]:
     """Load the model and return the app (kserve routes + OpenAI routes + /metrics)."""
+    if not versioning.is_label(model_version):
+        raise ConfigError(
+            f"model version {model_version!r} is not a usable label (letters, digits, '.', '_', "
+            f"'-'; at most 63): set --model-version or {versioning.ENV} to e.g. v3"
+        )
     settings = settings or PredictorSettings()
     metrics = PredictorMetrics(model_version)
     llm = TransformersLLM(model_name, model_dir, settings, metrics)
@@ -495,6 +551,8 @@ def build_predictor_app(
     app = build_app([llm], title="TaigiMed predictor", on_shutdown=[llm.stop])
     OpenAIRoutes(llm, [model_name]).register(app)
     app.add_exception_handler(oa.APIError, api_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler(model_version))
+    app.add_middleware(VersionHeader, version=model_version)
 
     async def metrics_route() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4")
@@ -527,7 +585,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", help="bind address (default from config: 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port (0 = ephemeral; default predictor_port)")
     parser.add_argument("--model-name", help="served model name (default from config)")
-    parser.add_argument("--model-version", help="model_version label on every metric")
+    parser.add_argument(
+        "--model-version",
+        help=f"the version this predictor serves: the model_version label on its metrics and the "
+        f"{versioning.HEADER} response header (default: env {versioning.ENV}, else the config)",
+    )
     parser.add_argument("--port-file", type=Path, help="write {host, port} here once bound")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     args = parser.parse_args(argv)
@@ -540,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host or cfg.host,
         port=cfg.predictor_port if args.port is None else args.port,
         model_name=args.model_name or cfg.model_name,
-        model_version=args.model_version or cfg.model_version,
+        model_version=versioning.resolve(args.model_version, cfg.model_version),
         settings=cfg.predictor,
         port_file=args.port_file,
     )

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     JSON,
@@ -39,6 +39,13 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 STATUSES = ("answered", "escalated", "referred", "needs_review", "approved", "rejected")
+
+
+class FeedbackAdded(NamedTuple):
+    """What ``ReviewStore.add_feedback`` stored: the feedback id and its session's version."""
+
+    id: int
+    model_version: str
 
 
 class Base(DeclarativeBase):
@@ -141,16 +148,19 @@ class ReviewStore:
             row.reviewed_at = row.updated_at = _utcnow()
             return _session_dict(row, [])
 
-    def add_feedback(self, session_id: str, rating: str, comment: str | None) -> int:
+    def add_feedback(self, session_id: str, rating: str, comment: str | None) -> FeedbackAdded:
+        """Store a vote; return its id and the session's model version (the guard labels the
+        feedback metric with the version that answered, which may not be the guard's own)."""
         if rating not in ("up", "down"):
             raise ValueError("rating must be 'up' or 'down'")
         with self._write_lock, self._sessions.begin() as db:
-            if db.get(SessionRow, session_id) is None:
+            session = db.get(SessionRow, session_id)
+            if session is None:
                 raise NotFound(session_id)
             fb = FeedbackRow(session_id=session_id, rating=rating, comment=comment)
             db.add(fb)
             db.flush()
-            return fb.id
+            return FeedbackAdded(fb.id, session.model_version)
 
     # -- reads ----------------------------------------------------------------------------
     def get(self, session_id: str) -> dict:
