@@ -185,6 +185,17 @@ def fill_romanization(row: TaigiRow, notes: Counter) -> None:
             notes["tailo_unconvertible"] += 1
 
 
+def keep_taigi_row(out: ReaderOutput, item: TaigiRow, id_salt: str = "") -> None:
+    """Complete a read row (the missing romanisation, a content id) and add it to ``out``.
+
+    The id hashes the text, so the same sentence from two files gets the same id; ``id_salt``
+    keeps apart rows a source itself says are different (dictionary entries with their own id).
+    """
+    fill_romanization(item, out.notes)
+    item.id = record_id(item.source, item.dedupe_text() + id_salt)
+    out.records.append(item)
+
+
 def read_parallel(path: Path, source: str) -> ReaderOutput:
     """Parallel rows ``ID, ZH, HAN, TL, EN, POJ`` into sentence ``TaigiRow`` records."""
     out = ReaderOutput(report=ReadReport(str(path)))
@@ -209,9 +220,7 @@ def read_parallel(path: Path, source: str) -> ReaderOutput:
             poj=row.get("POJ", ""),
             en=row.get("EN", ""),
         )
-        fill_romanization(item, out.notes)
-        item.id = record_id(source, item.dedupe_text())
-        out.records.append(item)
+        keep_taigi_row(out, item)
     out.report.read = len(out.records)
     return out
 
@@ -247,9 +256,7 @@ def read_chhoetaigi(path: Path, source: str) -> ReaderOutput:
         )
         if not item.tailo and not item.poj:
             out.notes["no_romanization"] += 1
-        fill_romanization(item, out.notes)
-        item.id = record_id(source, item.dedupe_text() + row.get("DictWordID", ""))
-        out.records.append(item)
+        keep_taigi_row(out, item, id_salt=row.get("DictWordID", ""))
     out.report.read = len(out.records)
     return out
 
@@ -275,9 +282,7 @@ def read_moe_sentences(path: Path, source: str) -> ReaderOutput:
             hanji=row["例句"],
             tailo=row["例句標音"],
         )
-        fill_romanization(item, out.notes)
-        item.id = record_id(source, item.dedupe_text())
-        out.records.append(item)
+        keep_taigi_row(out, item)
     out.report.read = len(out.records)
     return out
 
