@@ -49,7 +49,7 @@ class Server:
         )
         self.url = ""
 
-    def wait_ready(self, timeout: float = 120, path: str = "/v2/health/ready") -> Server:
+    def wait_ready(self, timeout: float = 120) -> Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc.poll() is None, self.logs()
@@ -61,7 +61,7 @@ class Server:
                     pass
             if self.url:
                 try:
-                    if httpx.get(f"{self.url}{path}", timeout=2).status_code == 200:
+                    if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
                         return self
                 except httpx.HTTPError:
                     pass
@@ -89,12 +89,11 @@ def start_guard(
     *overrides: str,
     env: dict | None = None,
     version: str = VERSION,
-    ready_path: str = "/v2/health/ready",
 ) -> Server:
     args = ["--predictor-url", predictor.url, "--model-name", MODEL, "--model-version", version]
     args += [f"review.store_url=sqlite:///{tmp / 'review.db'}", *overrides]
     clean = {"TAIGIMED_API_TOKENS": "", "TAIGIMED_REVIEWER_TOKENS": "", **(env or {})}
-    return Server("taigimed.serve.guard", args, tmp, clean).wait_ready(path=ready_path)
+    return Server("taigimed.serve.guard", args, tmp, clean).wait_ready()
 
 
 @pytest.fixture(scope="module")
@@ -664,8 +663,9 @@ def test_guard_reads_vllm_version_from_model_field_else_falls_back(tmp_path, ser
         "review.confidence_threshold=0.0",
         "review.hold_streams=false",  # the live stream path reads each chunk's model
         version="stable",
-        env={"TAIGIMED_PREDICTOR_OPENAI_PREFIX": "/v1"},
-        ready_path="/v2/health/live",
+        # As the manifests configure the guard for vLLM: OpenAI routes under /v1, and no
+        # KServe v2 readiness check against a server that has no such route.
+        env={"TAIGIMED_PREDICTOR_OPENAI_PREFIX": "/v1", "TAIGIMED_PREDICTOR_HEALTH_CHECK": "false"},
     )
     try:
         assert chat(guard.url, "頭殼痛").json()["taigimed"]["model_version"] == label

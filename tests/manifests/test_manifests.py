@@ -170,7 +170,9 @@ def test_argo_objects_match_real_crd_schemas(shared_dir):
 def test_serving_shape_per_environment():
     dev = next(o for o in render("dev") if o["kind"] == "InferenceService")
     prod = next(o for o in render("prod") if o["kind"] == "InferenceService")
-    assert dev["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Serverless"
+    # "Knative", not the legacy "Serverless" that KServe's webhook rejects on update (#5885).
+    for isvc in (dev, prod):
+        assert isvc["metadata"]["annotations"]["serving.kserve.io/deploymentMode"] == "Knative"
     assert dev["spec"]["predictor"]["model"]["runtime"] == "taigimed-cpu"
     assert "runtimeClassName" not in dev["spec"]["predictor"]
     assert [r["metadata"]["name"] for r in by_kind(render("dev"), "ServingRuntime")] == [
@@ -186,6 +188,46 @@ def test_serving_shape_per_environment():
     shm = [m for m in container["volumeMounts"] if m["mountPath"] == "/dev/shm"]
     vol = next(v for v in vllm["spec"]["volumes"] if v["name"] == shm[0]["name"])
     assert vol["emptyDir"]["medium"] == "Memory"
+
+
+def vllm_argv(runtime: dict[str, Any], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run the vLLM container's start script through ``sh`` with ``exec python3 -m ...`` swapped
+    for printing its arguments, so the test sees the argv vLLM would get after expansion."""
+    script = runtime["spec"]["containers"][0]["args"][0]
+    script = re.sub(r"\$\(python3 -c '[^']*'\)", "1", script)  # the GPU count: no torch here
+    script = script.replace("exec python3 -m vllm.entrypoints.openai.api_server", "printf '%s\\n'")
+    assert "printf" in script, "the vLLM start command changed; update this test"
+    base = {"PATH": "/usr/bin:/bin", "MAX_MODEL_LEN": "4096", "GPU_MEMORY_UTILIZATION": "0.9"}
+    return subprocess.run(["sh", "-c", script], env={**base, **env}, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_each_predictor_revision_names_its_version(env):
+    """The one guard labels canary and stable apart only if every predictor answer names its
+    version: the predictor env carries the registry version of its storageUri, and the runtime
+    turns it into the response header (CPU) or the first served model name (vLLM)."""
+    objs = render(env)
+    isvc = by_kind(objs, "InferenceService")[0]
+    model = isvc["spec"]["predictor"]["model"]
+    version = {e["name"]: e["value"] for e in model["env"]}["TAIGIMED_MODEL_VERSION"]
+    assert f"/registry/{version}/model" in model["storageUri"]
+    runtime = next(
+        r for r in by_kind(objs, "ServingRuntime") if r["metadata"]["name"] == model["runtime"]
+    )
+    if model["runtime"] == "taigimed-vllm":
+        argv = vllm_argv(runtime, {"TAIGIMED_MODEL_VERSION": version}).stdout.split("\n")
+        i = argv.index("--served-model-name")
+        assert argv[i + 1 : i + 3] == [f"taigimed-{version}", "taigimed"], argv
+        unset = vllm_argv(runtime, {})
+        assert unset.returncode != 0 and "TAIGIMED_MODEL_VERSION" in unset.stderr
+    else:
+        args = runtime["spec"]["containers"][0]["args"]
+        assert args[args.index("--model-version") + 1] == "$(TAIGIMED_MODEL_VERSION)"
+    guard = {e["name"]: e.get("value") for e in isvc["spec"]["transformer"]["containers"][0]["env"]}
+    assert guard["TAIGIMED_MODEL_VERSION"] == "unknown", "the fallback is never a real version"
+    # vLLM has no KServe v2 health route, so the guard must not wait on one to be ready.
+    vllm = model["runtime"] == "taigimed-vllm"
+    assert guard["TAIGIMED_PREDICTOR_HEALTH_CHECK"] == ("false" if vllm else "true")
 
 
 @pytest.mark.parametrize("env", ENVS)

@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 from taigimed.config import ConfigError
 from taigimed.rollout.analysis import (
@@ -106,6 +107,36 @@ def test_rollback_drains_then_restores_stable_in_two_commits(gitops):
         "s3://taigimed-models/registry/v1/model"
         in (gitops / "manifests/overlays/prod/inferenceservice-patch.yaml").read_text()
     )
+
+
+def patch_at(gitops: Path, rev: str) -> tuple[str, str, int]:
+    """(storageUri, TAIGIMED_MODEL_VERSION, canaryTrafficPercent) of the patch at ``rev``."""
+    text = git(gitops, "show", f"{rev}:manifests/overlays/prod/inferenceservice-patch.yaml")
+    predictor = yaml.safe_load(text)["spec"]["predictor"]
+    env = {e["name"]: e["value"] for e in predictor["model"]["env"]}
+    percent = predictor["canaryTrafficPercent"]
+    return predictor["model"]["storageUri"], env["TAIGIMED_MODEL_VERSION"], percent
+
+
+def test_every_commit_keeps_the_served_version_with_its_storage_uri(gitops):
+    """Each Knative revision names the version it serves (the guard labels canary and stable
+    apart by it), so the version must change exactly when the storageUri does."""
+    m = machine(gitops)
+    m.start("v2", V2_URI)
+    assert patch_at(gitops, "HEAD") == (V2_URI, "v2", 10)
+    m.rollback()
+    assert patch_at(gitops, "HEAD~1") == (V2_URI, "v2", 0)  # drained, same revisions
+    assert patch_at(gitops, "HEAD") == ("s3://taigimed-models/registry/v1/model", "v1", 100)
+    m.start("v3", "s3://taigimed-models/registry/v3/model")
+    m.promote()
+    assert patch_at(gitops, "HEAD") == ("s3://taigimed-models/registry/v3/model", "v3", 100)
+
+
+def test_hand_edited_version_is_reported(gitops):
+    patch = gitops / "manifests/overlays/prod/inferenceservice-patch.yaml"
+    patch.write_text(patch.read_text().replace("value: v1", "value: v9"))
+    with pytest.raises(OverlayError, match="TAIGIMED_MODEL_VERSION='v9'"):
+        machine(gitops).status()
 
 
 def test_step_and_promote_need_a_canary(gitops):

@@ -3,7 +3,12 @@
 Two files in ``manifests/overlays/prod/`` hold a rollout, both written whole by this module:
 
 * ``inferenceservice-patch.yaml``: the predictor's ``storageUri``, the model version it
-  serves, and ``canaryTrafficPercent``. This is what Argo CD applies and KServe acts on.
+  serves (env ``TAIGIMED_MODEL_VERSION``), and ``canaryTrafficPercent``. This is what Argo CD
+  applies and KServe acts on. The storageUri and the version change together, so the new
+  Knative revision (the canary) carries the canary's version and the previous one keeps the
+  stable's; each names its version in every answer (the vLLM runtime serves it as the first
+  ``--served-model-name``, the CPU predictor as a header), which is how the one guard labels
+  canary and stable traffic apart for the analysis.
 * ``rollout.yaml``: a ConfigMap ``taigimed-rollout`` with the state machine's bookkeeping
   (stable and canary versions and URIs, phase, step). It changes no pod, so writing it never
   creates a Knative revision, and ``taigimed rollout status`` reads it back from git.
@@ -154,14 +159,19 @@ class ProdOverlay:
             self._read_mapping(self.state_path).get("data") or {}, str(self.state_path)
         )
         predictor = (self._read_mapping(self.patch_path).get("spec") or {}).get("predictor") or {}
-        uri = (predictor.get("model") or {}).get("storageUri")
+        model = predictor.get("model") or {}
+        uri = model.get("storageUri")
         percent = predictor.get("canaryTrafficPercent", STEADY_PERCENT)
-        if uri != state.serving_storage_uri or percent != state.canary_percent:
+        env = {e.get("name"): e.get("value") for e in model.get("env") or [] if isinstance(e, dict)}
+        version = env.get(VERSION_ENV)
+        expected = (state.serving_storage_uri, state.canary_percent, state.serving_version)
+        if (uri, percent, version) != expected:
             raise OverlayError(
-                f"{self.patch_path}: storageUri={uri!r} canaryTrafficPercent={percent!r} disagree "
-                f"with {self.state_path} (expects {state.serving_storage_uri!r}, "
-                f"{state.canary_percent}); someone edited one by hand. Restore both from git "
-                "(`git checkout -- manifests/overlays/prod`) or fix them to match."
+                f"{self.patch_path}: storageUri={uri!r} canaryTrafficPercent={percent!r} "
+                f"{VERSION_ENV}={version!r} disagree with {self.state_path} (expects "
+                f"{expected[0]!r}, {expected[1]}, {expected[2]!r}); someone edited one by hand. "
+                "Restore both from git (`git checkout -- manifests/overlays/prod`) or fix them to "
+                "match."
             )
         return state
 

@@ -67,6 +67,11 @@ OPENAI_PREFIX = "/openai/v1"
 # Where the predictor serves its OpenAI routes: /openai/v1 for taigimed's predictor, /v1 for
 # KServe's vLLM runtime (the manifests set this per runtime).
 PREDICTOR_OPENAI_PREFIX = os.environ.get("TAIGIMED_PREDICTOR_OPENAI_PREFIX", OPENAI_PREFIX)
+# Whether the guard's readiness includes the predictor's KServe v2 readiness (/v2/health/ready).
+# vLLM serves no v2 health route, so with the vLLM runtime the manifests turn this off; Knative
+# routes to a predictor revision only once its own readiness probe (/v1/models) passes anyway.
+_HEALTH_CHECK = os.environ.get("TAIGIMED_PREDICTOR_HEALTH_CHECK", "true").strip().lower()
+PREDICTOR_HEALTH_CHECK = _HEALTH_CHECK not in ("0", "false", "no", "off")
 STREAM_PIECE_CHARS = 16  # buffered answers are re-streamed in pieces of this many characters
 
 
@@ -926,7 +931,7 @@ def _api_error_response(err: oa.APIError) -> JSONResponse:
 def build_guard_app(cfg: ServeConfig, predictor_url: str) -> tuple[FastAPI, Guard]:
     """The guard app: kserve health/v1/v2 for the model name, OpenAI, review and metrics."""
     host = predictor_url.split("://", 1)[-1].rstrip("/")
-    set_predictor_config(host, health_check=True)
+    set_predictor_config(host, health_check=PREDICTOR_HEALTH_CHECK)
     guard = Guard(cfg, predictor_url)
     app = build_app(
         [GuardModel(cfg.model_name, guard)], title="TaigiMed guard", on_shutdown=[guard.close]
