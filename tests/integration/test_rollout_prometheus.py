@@ -1,14 +1,25 @@
-"""The canary state machine against a real Prometheus scraping real guard/predictor pairs.
+"""The canary state machine against a real Prometheus scraping ONE guard in front of a split.
 
-Everything runs on 127.0.0.1: Debian's `prometheus` (installed by `make test-deps`) scrapes
-the guards' /metrics every second; the stable pair serves v1 with the tiny test model, a healthy
-canary pair serves v2, and a broken canary guard (v3) points at a predictor port where nothing
-listens, so it answers 5xx like a canary whose model server crashed. The overlay lives in a
-temporary git repo holding a copy of manifests/, and its log must show every transition.
+This is the cluster's shape: one guard (the InferenceService transformer) fronts the predictor,
+and Knative splits the *predictor's* traffic between the stable and the canary revision
+(``canaryTrafficPercent``). The guard tells them apart only by what each answer says about its
+version (``x-taigimed-model-version``), and the analysis compares those per-request labels.
+
+Everything runs on 127.0.0.1: Debian's `prometheus` (installed by `make test-deps`) scrapes the
+guard's /metrics every second. Three real predictors serve the tiny test model: v1 (stable), v2
+(a healthy canary) and v3, whose model directory carries a broken chat template (a packaging
+bug), so it answers every chat with a 500 that still names its version. Knative's split cannot
+run here, so ``TrafficSplit`` (below) stands in for it: a minimal HTTP proxy that sends each
+predictor request to the canary or the stable predictor in the proportion the rollout last
+committed; the rollout machine's applier hook (what ``--apply kube`` uses on a cluster) updates
+it after every commit, as Argo CD and Knative would. The guard is configured with the fallback
+version ``unknown``, as in the manifests. The overlay lives in a temporary git repo holding a
+copy of manifests/, and its log must show every transition.
 """
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import shutil
@@ -17,16 +28,18 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import requests
 import yaml
 
 from taigimed.rollout.analysis import Prometheus, PrometheusError
 from taigimed.rollout.machine import RolloutMachine
-from taigimed.rollout.overlay import GitRepo, ProdOverlay
+from taigimed.rollout.overlay import GitRepo, ProdOverlay, RolloutState
 from taigimed.rollout.plan import RolloutPlan, Thresholds
 from taigimed.utils import REPO_ROOT
 
@@ -34,6 +47,7 @@ pytestmark = pytest.mark.slow
 
 PROMETHEUS = shutil.which("prometheus")
 QUESTION = "食飽了後腹肚淡薄仔脹，愛注意啥物？"
+FALLBACK = "unknown"  # the guard's own label, as the manifests set it
 
 
 def free_port() -> int:
@@ -98,49 +112,140 @@ class Processes:
                 proc.kill()
 
 
+class TrafficSplit:
+    """Stands in for Knative's traffic split between two predictor revisions (test only).
+
+    Each request goes to the canary or the stable predictor so that, over any run of requests,
+    the canary's share is the committed ``canaryTrafficPercent`` (a deterministic counter, not
+    chance, so a few dozen requests suffice). Bodies are relayed whole (an SSE stream arrives
+    buffered, which the guard's non-streaming upstream calls never notice) with the
+    predictor's status and headers, ``x-taigimed-model-version`` among them. It adds nothing:
+    what the guard learns about the version comes from the predictor alone.
+    """
+
+    HOP_BY_HOP = frozenset(
+        ("connection", "content-length", "content-encoding", "transfer-encoding")
+    )
+
+    def __init__(self, predictors: dict[str, str]) -> None:
+        self.predictors = predictors
+        self.lock = threading.Lock()
+        self.stable, self.canary, self.percent = "", "", 0
+        self.seen = 0
+        self.routed: Counter[str] = Counter()
+        self.client = httpx.Client(timeout=120)
+        split = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                split.relay(self, None)
+
+            def do_POST(self) -> None:
+                split.relay(self, self.rfile.read(int(self.headers.get("content-length", 0))))
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def apply(self, state: RolloutState) -> None:
+        """The rollout machine's applier: route as the committed InferenceService says."""
+        with self.lock:
+            self.stable = state.stable_version
+            self.canary = state.canary_version if state.phase != "stable" else ""
+            self.percent = state.canary_percent if self.canary else 0
+            self.seen = 0
+
+    def pick(self) -> str:
+        with self.lock:
+            before = self.seen * self.percent // 100
+            self.seen += 1
+            version = self.canary if self.seen * self.percent // 100 > before else self.stable
+            self.routed[version] += 1
+            return version
+
+    def relay(self, handler: http.server.BaseHTTPRequestHandler, body: bytes | None) -> None:
+        target = self.predictors[self.pick()] + handler.path
+        headers = {"content-type": handler.headers.get("content-type", "application/json")}
+        if body is None:
+            resp = self.client.get(target)
+        else:
+            resp = self.client.post(target, content=body, headers=headers)
+        handler.send_response(resp.status_code)
+        for name, value in resp.headers.items():
+            if name.lower() not in self.HOP_BY_HOP:
+                handler.send_header(name, value)
+        handler.send_header("content-length", str(len(resp.content)))
+        handler.end_headers()
+        handler.wfile.write(resp.content)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.client.close()
+
+
+def broken_model_dir(tiny_model_dir: Path, dest: Path) -> Path:
+    """The tiny model with a chat template that raises: a canary packaged wrongly."""
+    shutil.copytree(tiny_model_dir, dest)
+    (dest / "chat_template.jinja").write_text(
+        "{{ raise_exception('v3 was packaged with a broken chat template') }}"
+    )
+    return dest
+
+
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory, tiny_model_dir) -> Iterator[dict[str, str]]:
-    """Guards for v1 (stable), v2 (healthy canary), v3 (canary with a dead predictor)."""
+def serving(tmp_path_factory, tiny_model_dir) -> Iterator[dict]:
+    """Predictors v1, v2, v3 (broken); the split in front of them; ONE guard in front of it."""
     work = tmp_path_factory.mktemp("serving")
     procs = Processes(work)
+    split = None
     try:
-        predictors = {}
-        for version in ("v1", "v2"):
-            predictors[version] = procs.serve(
+        models = {
+            "v1": tiny_model_dir,
+            "v2": tiny_model_dir,
+            "v3": broken_model_dir(tiny_model_dir, work / "v3-model"),
+        }
+        predictors = {
+            version: procs.serve(
                 "taigimed.serve.predictor",
                 f"predictor-{version}",
                 "--model-dir",
-                str(tiny_model_dir),
+                str(model_dir),
                 "--model-version",
                 version,
             )
-        dead = f"http://127.0.0.1:{free_port()}"
-        guards = {}
-        for version, upstream in (("v1", predictors["v1"]), ("v2", predictors["v2"]), ("v3", dead)):
-            guards[version] = procs.serve(
-                "taigimed.serve.guard",
-                f"guard-{version}",
-                "--predictor-url",
-                upstream,
-                "--model-version",
-                version,
-                f"review.store_url=sqlite:///{work}/review-{version}.db",
-            )
-        yield guards
+            for version, model_dir in models.items()
+        }
+        split = TrafficSplit(predictors)
+        guard = procs.serve(
+            "taigimed.serve.guard",
+            "guard",
+            "--predictor-url",
+            split.url,
+            "--model-version",
+            FALLBACK,
+            f"review.store_url=sqlite:///{work}/review.db",
+        )
+        yield {"guard": guard, "split": split}
     finally:
         procs.stop()
+        if split is not None:
+            split.stop()
 
 
 @pytest.fixture(scope="module")
-def prometheus(tmp_path_factory, servers) -> Iterator[str]:
+def prometheus(tmp_path_factory, serving) -> Iterator[str]:
     if not PROMETHEUS:
         pytest.skip("the `prometheus` binary is absent: run `make test-deps` (Debian package)")
     work = tmp_path_factory.mktemp("prometheus")
-    targets = [url.removeprefix("http://") for url in servers.values()]
+    guard = serving["guard"].removeprefix("http://")
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "scrape_configs": [
-            {"job_name": "taigimed-guard", "static_configs": [{"targets": targets}]}
+            {"job_name": "taigimed-guard", "static_configs": [{"targets": [guard]}]}
         ],
     }
     (work / "prometheus.yml").write_text(yaml.safe_dump(config))
@@ -158,12 +263,8 @@ def prometheus(tmp_path_factory, servers) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: requests.get(f"{url}/-/ready", timeout=2).ok, 60, "Prometheus ready")
-        # Every guard up as a target before any traffic, so the first requests are counted.
-        for guard in servers.values():
-            requests.post(f"{guard}/openai/v1/chat/completions", json=chat(), timeout=60)
-        up = 'count(up{job="taigimed-guard"} == 1)'
         prom = Prometheus(url, timeout_s=30)
-        wait_for(lambda: prom.scalar(up) == 3, 90, "all three guards scraped")
+        wait_for(lambda: prom.scalar('max(up{job="taigimed-guard"})') == 1, 90, "guard scraped")
         yield url
     finally:
         procs.stop()
@@ -177,23 +278,36 @@ def chat() -> dict:
     }
 
 
-def drive_traffic(guards: list[str], seconds: float) -> dict[str, list[int]]:
-    """Send chat requests to each guard in turn for ``seconds``; return their status codes."""
-    codes: dict[str, list[int]] = {g: [] for g in guards}
-    deadline = time.monotonic() + seconds
+def drive_traffic(guard: str, split: TrafficSplit, canary: str, need: int) -> Counter:
+    """Chat through the one guard (three clients) until the split has sent ``need`` requests to
+    the canary; return the guard's answers as (status code, model_version) counts."""
+    answers: Counter = Counter()
+    deadline = time.monotonic() + 120
+    start = split.routed[canary]
 
-    def loop(guard: str) -> None:
-        while time.monotonic() < deadline:
+    def loop() -> None:
+        while split.routed[canary] - start < need and time.monotonic() < deadline:
             r = requests.post(f"{guard}/openai/v1/chat/completions", json=chat(), timeout=60)
-            codes[guard].append(r.status_code)
-            time.sleep(0.05)
+            tag = r.json().get("taigimed", {}) if r.status_code == 200 else {}
+            answers[(r.status_code, tag.get("model_version"))] += 1
 
-    threads = [threading.Thread(target=loop, args=(g,)) for g in guards]
+    threads = [threading.Thread(target=loop) for _ in range(3)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    return codes
+    assert split.routed[canary] - start >= need, f"too little traffic in 120 s: {answers}"
+    return answers
+
+
+def series_versions(prometheus: str) -> set[str]:
+    """The model_version labels of the guard's chat request series in Prometheus."""
+    r = requests.get(
+        f"{prometheus}/api/v1/series",
+        params={"match[]": 'taigimed_requests_total{route="chat"}'},
+        timeout=30,
+    )
+    return {s["model_version"] for s in r.json()["data"]}
 
 
 @pytest.fixture
@@ -210,7 +324,7 @@ def gitops(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def rollout(gitops: Path, prometheus: str) -> RolloutMachine:
+def rollout(gitops: Path, prometheus: str, split: TrafficSplit) -> RolloutMachine:
     plan = RolloutPlan(
         steps=[25, 50],
         window="30s",
@@ -224,7 +338,9 @@ def rollout(gitops: Path, prometheus: str) -> RolloutMachine:
     overlay = ProdOverlay(plan.overlay)
     # A loaded CI machine can make Prometheus slow to answer: allow it time.
     prom = Prometheus(prometheus, timeout_s=60)
-    return RolloutMachine(plan, overlay, GitRepo(plan.overlay), prom)
+    machine = RolloutMachine(plan, overlay, GitRepo(plan.overlay), prom, applier=split.apply)
+    split.apply(machine.status())  # the cluster as the committed overlay describes it
+    return machine
 
 
 def history(gitops: Path) -> list[str]:
@@ -238,18 +354,22 @@ def history(gitops: Path) -> list[str]:
     return out.stdout.splitlines()[1:]  # without "init"
 
 
-def test_healthy_canary_is_promoted_step_by_step(servers, prometheus, gitops):
-    machine = rollout(gitops, prometheus)
+def test_healthy_canary_is_promoted_step_by_step(serving, prometheus, gitops):
+    guard, split = serving["guard"], serving["split"]
+    machine = rollout(gitops, prometheus, split)
     machine.start("v2", "file:///registry/v2/model")
-    codes = drive_traffic([servers["v1"], servers["v2"]], seconds=8)
-    assert all(c == 200 for c in codes[servers["v2"]]), codes
+    answers = drive_traffic(guard, split, "v2", need=15)
+    # One guard, two versions: every answer names the predictor that produced it.
+    assert set(answers) == {(200, "v1"), (200, "v2")}, answers
     first = machine.step_until_decided(timeout_s=40, poll_s=2)
     assert first.action == "advanced", [r.line() for r in first.analysis.results]
-    drive_traffic([servers["v1"], servers["v2"]], seconds=4)
+    assert split.percent == 50
+    drive_traffic(guard, split, "v2", need=15)
     second = machine.step_until_decided(timeout_s=40, poll_s=2)
     assert second.action == "promoted", [r.line() for r in second.analysis.results]
     state = machine.status()
     assert (state.phase, state.stable_version) == ("stable", "v2")
+    assert (split.stable, split.canary) == ("v2", "")
     assert history(gitops) == [
         "rollout: start canary v2 at 25% (stable v1)",
         "rollout: advance canary v2 25% -> 50%",
@@ -263,19 +383,28 @@ def test_healthy_canary_is_promoted_step_by_step(servers, prometheus, gitops):
         check=True,
     ).stdout
     assert "error_rate: pass" in body and "traffic: pass" in body
+    # Prometheus saw the split per answering version; nothing fell back to the guard's label.
+    assert {"v1", "v2"} <= series_versions(prometheus)
+    assert FALLBACK not in series_versions(prometheus)
 
 
-def test_erroring_canary_is_rolled_back(servers, prometheus, gitops):
-    machine = rollout(gitops, prometheus)
+def test_erroring_canary_is_rolled_back(serving, prometheus, gitops):
+    guard, split = serving["guard"], serving["split"]
+    machine = rollout(gitops, prometheus, split)
     machine.start("v3", "file:///registry/v3/model")
-    codes = drive_traffic([servers["v1"], servers["v3"]], seconds=8)
-    assert codes[servers["v3"]] and all(c >= 500 for c in codes[servers["v3"]]), codes
+    answers = drive_traffic(guard, split, "v3", need=15)
+    assert {a for a in answers if a[0] != 200} == {(502, None)}, answers
+    assert {a for a in answers if a[0] == 200} == {(200, "v1")}, answers
     outcome = machine.step_until_decided(timeout_s=40, poll_s=2)
     assert outcome.action == "rolled_back"
-    failed = [r.name for r in outcome.analysis.results if r.verdict == "fail"]
+    failed = {r.name: r for r in outcome.analysis.results if r.verdict == "fail"}
     assert "error_rate" in failed
+    # The 5xx were blamed on v3 (its predictor named itself), not on stable or the fallback.
+    assert failed["error_rate"].canary == pytest.approx(1.0)
+    assert not failed["error_rate"].stable
     state = machine.status()
     assert (state.phase, state.stable_version, state.canary_percent) == ("stable", "v1", 100)
+    assert (split.stable, split.canary) == ("v1", "")
     assert history(gitops) == [
         "rollout: start canary v3 at 25% (stable v1)",
         "rollout: roll back v3: canary traffic 25% -> 0%",
