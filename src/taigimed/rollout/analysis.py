@@ -8,6 +8,13 @@ traffic yet to judge; never a reason to promote).
 The metrics are the guard's (label ``model_version`` on all, see helpers' INTERFACES):
 ``taigimed_requests_total{route,status_code}``, ``taigimed_request_latency_seconds_bucket``,
 ``taigimed_escalations_total``, ``taigimed_feedback_total{rating}``.
+
+On a cluster one guard fronts both predictor revisions, and it labels each request with the
+version that answered it (the predictor's ``x-taigimed-model-version`` header, or vLLM's
+``model: taigimed-<version>``; see ``taigimed.serve.version``). What no version answered carries
+the guard's fallback label (``unknown`` in the manifests) and is in neither side of a comparison:
+pre-model escalations and referrals, 4xx, and errors that name no version (vLLM error bodies, an
+unreachable revision). tests/integration/test_rollout_prometheus.py runs this with one guard.
 """
 
 from __future__ import annotations
@@ -193,7 +200,12 @@ class LatencyP95Check(Check):
 
 class EscalationRateCheck(Check):
     """Share of chat requests the guard escalated as red flags (a model that over-triggers
-    floods emergency advice; one that under-triggers is caught by the eval gate, not here)."""
+    floods emergency advice; one that under-triggers is caught by the eval gate, not here).
+
+    Escalations are decided on the question before any model answers, so with one guard in
+    front of both revisions they carry the guard's fallback label, not a version: the check
+    then sees 0 for both sides and passes. It judges only where each version has its own guard.
+    """
 
     name = "escalation_rate"
 
