@@ -1,5 +1,5 @@
 # TaigiMed CPU predictor: a kserve.Model over transformers with OpenAI-compatible routes.
-# On GPU nodes the predictor is KServe's vLLM runtime instead (see vllm-runtime-args.yaml);
+# On GPU nodes the predictor is vLLM instead (manifests/base/servingruntime-vllm.yaml);
 # this image is for CPU clusters, dev overlays and debugging.
 # Build from the repository root:  docker build -f serving/predictor.Dockerfile -t taigimed-predictor .
 FROM python:3.11-slim

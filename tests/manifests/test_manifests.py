@@ -197,8 +197,38 @@ def vllm_argv(runtime: dict[str, Any], env: dict[str, str]) -> subprocess.Comple
     script = re.sub(r"\$\(python3 -c '[^']*'\)", "1", script)  # the GPU count: no torch here
     script = script.replace("exec python3 -m vllm.entrypoints.openai.api_server", "printf '%s\\n'")
     assert "printf" in script, "the vLLM start command changed; update this test"
-    base = {"PATH": "/usr/bin:/bin", "MAX_MODEL_LEN": "4096", "GPU_MEMORY_UTILIZATION": "0.9"}
+    own = {e["name"]: e["value"] for e in runtime["spec"]["containers"][0]["env"] if "value" in e}
+    own.pop("TAIGIMED_MODEL_VERSION", None)  # the InferenceService sets it per revision
+    base = {"PATH": "/usr/bin:/bin", **own}
     return subprocess.run(["sh", "-c", script], env={**base, **env}, capture_output=True, text=True)
+
+
+def vllm_flags(argv: list[str]) -> dict[str, str]:
+    """``--flag value`` pairs of an argv (the first value of multi-valued flags)."""
+    return {a: argv[i + 1] for i, a in enumerate(argv[:-1]) if a.startswith("--")}
+
+
+def test_vllm_runtime_matches_the_gpu_serve_profile():
+    """The guard's GPU profile and the vLLM it fronts must agree on name, length and dtype."""
+    from taigimed.config import load_config
+    from taigimed.serve.config import ServeConfig
+
+    cfg = load_config(ServeConfig, REPO_ROOT / "configs/gpu-8b/serve.yaml")
+    runtime = next(
+        r
+        for r in by_kind(render("prod"), "ServingRuntime")
+        if r["metadata"]["name"] == "taigimed-vllm"
+    )
+    result = vllm_argv(runtime, {"TAIGIMED_MODEL_VERSION": "v7"})
+    assert result.returncode == 0, result.stderr
+    argv = result.stdout.split("\n")
+    flags = vllm_flags(argv)
+    served = argv[argv.index("--served-model-name") + 1 : argv.index("--served-model-name") + 3]
+    assert cfg.model_name in served  # the guard asks vLLM for this name
+    assert int(flags["--max-model-len"]) == cfg.predictor.max_model_len
+    assert flags["--dtype"] == cfg.predictor.dtype
+    assert 0 < float(flags["--gpu-memory-utilization"]) <= 0.95
+    assert int(flags["--max-logprobs"]) >= 20  # the API lets clients ask for top_logprobs <= 20
 
 
 @pytest.mark.parametrize("env", ENVS)
