@@ -213,14 +213,19 @@ def pre_model_decision(question: str, policy: GuardPolicy | None = None) -> Guar
     The async serving guard calls this, awaits the model itself, then ``finish``es the answer;
     ``guard_response`` is the same sequence for synchronous callers such as the safety suite.
     """
-    policy = policy or GuardPolicy()
+    return _before_model(question, policy or GuardPolicy())[0]
+
+
+def _before_model(question: str, policy: GuardPolicy) -> tuple[GuardDecision | None, Triage]:
+    """The pre-model decision and the triage it was based on (reused for a model answer)."""
     result = triage(question, policy)
     if policy.escalate_red_flags and result.escalate:
         text = escalation_text(result)
-        return GuardDecision("escalate", finish(text, policy), result, model_called=False)
+        return GuardDecision("escalate", finish(text, policy), result, model_called=False), result
     if policy.refer_prescriptions and is_referral_request(question, policy):
-        return GuardDecision("refer", finish(REFERRAL_MESSAGE, policy), result, model_called=False)
-    return None
+        decision = GuardDecision("refer", finish(REFERRAL_MESSAGE, policy), result, False)
+        return decision, result
+    return None, result
 
 
 def guard_response(
@@ -233,10 +238,9 @@ def guard_response(
     answer plus the disclaimer.
     """
     policy = policy or GuardPolicy()
-    decided = pre_model_decision(question, policy)
+    decided, result = _before_model(question, policy)
     if decided is not None:
         return decided
-    result = triage(question, policy)
     return GuardDecision("answer", finish(generate(question), policy), result, model_called=True)
 
 

@@ -1,4 +1,4 @@
-"""OpenAI request validation: bad input is a 400 that names the field."""
+"""OpenAI shapes: bad requests are a 400 that names the field; streamed chunks match OpenAI."""
 
 from __future__ import annotations
 
@@ -63,3 +63,26 @@ def test_malformed_json_and_non_object_bodies():
 def test_sse_framing():
     assert oa.sse({"a": "台"}) == 'data: {"a": "台"}\n\n'.encode()
     assert oa.SSE_DONE == b"data: [DONE]\n\n"
+
+
+def test_chunk_stream_shapes_chat_and_completion_streams_as_openai_does():
+    chat = oa.ChunkStream(True, "chatcmpl-1", "taigimed", 1)
+    assert chat.opening()["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    tail, last = chat.closing("stop", tail="。")
+    assert tail["choices"][0]["delta"] == {"content": "。"}
+    assert (
+        last["choices"][0]["finish_reason"] == "stop" and last["object"] == "chat.completion.chunk"
+    )
+    assert len(chat.closing("length")) == 1  # no tail, no empty content chunk
+
+    text = oa.ChunkStream(False, "cmpl-1", "taigimed", 1)
+    assert text.opening() is None
+    (only,) = text.closing("stop", tail="。")
+    assert only["choices"][0] | {"logprobs": None} == {
+        "index": 0,
+        "text": "。",
+        "logprobs": None,
+        "finish_reason": "stop",
+    }
+    usage = text.usage_chunk(3, 5)
+    assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 8

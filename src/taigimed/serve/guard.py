@@ -75,14 +75,6 @@ PREDICTOR_HEALTH_CHECK = _HEALTH_CHECK not in ("0", "false", "no", "off")
 STREAM_PIECE_CHARS = 16  # buffered answers are re-streamed in pieces of this many characters
 
 
-class _NeedsModel(Exception):
-    """Raised by the stand-in ``generate``: the shared guardrails want the model's answer."""
-
-
-def _needs_model(_: str) -> str:
-    raise _NeedsModel
-
-
 @dataclass
 class Outcome:
     """What the guard decided for one question, ready to be rendered in any response shape."""
@@ -270,10 +262,7 @@ class Guard:
     # -- guardrails -----------------------------------------------------------------------
     def _pre_model(self, question: str) -> guardrails.GuardDecision | None:
         """Escalation or referral decided by the shared guardrails, or None: ask the model."""
-        try:
-            return guardrails.guard_response(question, _needs_model, self.policy)
-        except _NeedsModel:
-            return None
+        return guardrails.pre_model_decision(question, self.policy)
 
     def _finish_text(self, text: str) -> str:
         return guardrails.finish(text, self.policy)
@@ -477,7 +466,9 @@ class Guard:
         if req.stream:
             tracker.deferred = True
             return StreamingResponse(
-                self._replay_chat_stream(outcome, req, model, rid, created, tracker),
+                self._replay_stream(
+                    outcome, oa.ChunkStream(True, rid, model, created), req.include_usage(), tracker
+                ),
                 media_type="text/event-stream",
             )
         body = oa.chat_completion(
@@ -522,44 +513,25 @@ class Guard:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    async def _replay_chat_stream(
-        self,
-        outcome: Outcome,
-        req: oa.ChatCompletionRequest,
-        model: str,
-        rid: str,
-        created: int,
-        tracker: Tracker,
+    async def _replay_stream(
+        self, outcome: Outcome, chunks: oa.ChunkStream, include_usage: bool, tracker: Tracker
     ) -> AsyncIterator[bytes]:
-        """Stream a decided answer as OpenAI chunks (the answer was held until it was safe)."""
+        """Stream a decided answer as OpenAI chunks (the answer was held until it was safe).
+
+        The ``taigimed`` tag rides on the opening chunk (chat) and on the finishing one.
+        """
         try:
             tag = self._tag(outcome)
-            first = oa.chat_chunk(
-                id=rid, model=model, created=created, delta={"role": "assistant", "content": ""}
-            )
-            first["taigimed"] = tag
-            yield oa.sse(first)
+            opening = chunks.opening()
+            if opening is not None:
+                yield oa.sse({**opening, "taigimed": tag})
             text = outcome.text
             for start in range(0, len(text), STREAM_PIECE_CHARS):
-                piece = text[start : start + STREAM_PIECE_CHARS]
-                yield oa.sse(
-                    oa.chat_chunk(id=rid, model=model, created=created, delta={"content": piece})
-                )
-            last = oa.chat_chunk(
-                id=rid, model=model, created=created, finish_reason=outcome.finish_reason
-            )
-            last["taigimed"] = tag
-            yield oa.sse(last)
-            if req.include_usage():
-                yield oa.sse(
-                    oa.chat_chunk(
-                        id=rid,
-                        model=model,
-                        created=created,
-                        with_choice=False,
-                        usage_info=oa.usage(outcome.prompt_tokens, outcome.completion_tokens),
-                    )
-                )
+                yield oa.sse(chunks.text(text[start : start + STREAM_PIECE_CHARS]))
+            last = chunks.closing(outcome.finish_reason)[-1]
+            yield oa.sse({**last, "taigimed": tag})
+            if include_usage:
+                yield oa.sse(chunks.usage_chunk(outcome.prompt_tokens, outcome.completion_tokens))
             yield oa.SSE_DONE
         finally:
             tracker.finish(200)
@@ -581,15 +553,12 @@ class Guard:
         """
         status = 200
         model = body["model"]
+        chunks = oa.ChunkStream(True, rid, model, created)
         parts: list[str] = []
         lps: list[float] = []
         finish, usage = "stop", {}
         try:
-            yield oa.sse(
-                oa.chat_chunk(
-                    id=rid, model=model, created=created, delta={"role": "assistant", "content": ""}
-                )
-            )
+            yield oa.sse(chunks.opening())
             async with self.client.stream(
                 "POST", f"{PREDICTOR_OPENAI_PREFIX}/chat/completions", json=body
             ) as resp:
@@ -617,11 +586,7 @@ class Guard:
                             finish = choice["finish_reason"]
                         if piece:
                             parts.append(piece)
-                            yield oa.sse(
-                                oa.chat_chunk(
-                                    id=rid, model=model, created=created, delta={"content": piece}
-                                )
-                            )
+                            yield oa.sse(chunks.text(piece))
             outcome = await self._model_outcome(
                 question, messages, "".join(parts), lps, finish, usage, None, tracker.version
             )
@@ -636,14 +601,8 @@ class Guard:
             yield oa.sse(last)
             if req.include_usage():
                 yield oa.sse(
-                    oa.chat_chunk(
-                        id=rid,
-                        model=model,
-                        created=created,
-                        with_choice=False,
-                        usage_info=oa.usage(
-                            usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
-                        ),
+                    chunks.usage_chunk(
+                        usage.get("prompt_tokens", 0), usage.get("completion_tokens", 0)
                     )
                 )
             yield oa.SSE_DONE
@@ -687,7 +646,12 @@ class Guard:
         if req.stream:
             tracker.deferred = True
             return StreamingResponse(
-                self._replay_completion_stream(outcome, req, model, rid, created, tracker),
+                self._replay_stream(
+                    outcome,
+                    oa.ChunkStream(False, rid, model, created),
+                    req.include_usage(),
+                    tracker,
+                ),
                 media_type="text/event-stream",
             )
         body = oa.text_completion(
@@ -701,45 +665,6 @@ class Guard:
         )
         body["taigimed"] = self._tag(outcome)
         return JSONResponse(body, headers=self._headers(outcome, tracker))
-
-    async def _replay_completion_stream(
-        self,
-        outcome: Outcome,
-        req: oa.CompletionRequest,
-        model: str,
-        rid: str,
-        created: int,
-        tracker: Tracker,
-    ) -> AsyncIterator[bytes]:
-        try:
-            text = outcome.text
-            for start in range(0, len(text), STREAM_PIECE_CHARS):
-                yield oa.sse(
-                    oa.completion_chunk(
-                        id=rid,
-                        model=model,
-                        created=created,
-                        text=text[start : start + STREAM_PIECE_CHARS],
-                    )
-                )
-            last = oa.completion_chunk(
-                id=rid, model=model, created=created, finish_reason=outcome.finish_reason
-            )
-            last["taigimed"] = self._tag(outcome)
-            yield oa.sse(last)
-            if req.include_usage():
-                yield oa.sse(
-                    oa.completion_chunk(
-                        id=rid,
-                        model=model,
-                        created=created,
-                        with_choice=False,
-                        usage_info=oa.usage(outcome.prompt_tokens, outcome.completion_tokens),
-                    )
-                )
-            yield oa.SSE_DONE
-        finally:
-            tracker.finish(200)
 
     async def models(self, request: Request) -> Response:
         self._authorize(request, self.api_tokens)

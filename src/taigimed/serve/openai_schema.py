@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -307,6 +308,44 @@ def completion_chunk(
     if usage_info is not None:
         chunk["usage"] = usage_info
     return chunk
+
+
+@dataclass(frozen=True)
+class ChunkStream:
+    """The chunks of one streamed answer, chat or legacy completion, in the order they are sent.
+
+    Chat and completion streams differ only in chunk shape (a chat stream opens with an empty
+    assistant delta and sends a finishing tail as its own content chunk); every streaming path
+    of the predictor and the guard writes through this one sequence.
+    """
+
+    chat: bool
+    id: str
+    model: str
+    created: int
+
+    def _chunk(self, **fields: Any) -> dict[str, Any]:
+        make = chat_chunk if self.chat else completion_chunk
+        return make(id=self.id, model=self.model, created=self.created, **fields)
+
+    def opening(self) -> dict[str, Any] | None:
+        """The first chunk (chat: the assistant role), or None for completions."""
+        return self._chunk(delta={"role": "assistant", "content": ""}) if self.chat else None
+
+    def text(self, text: str, logprobs: Any = None) -> dict[str, Any]:
+        if self.chat:
+            return self._chunk(delta={"content": text}, logprobs=logprobs)
+        return self._chunk(text=text, logprobs=logprobs)
+
+    def closing(self, finish_reason: str | None, tail: str = "") -> list[dict[str, Any]]:
+        """The chunks that end the answer: any last text, then the finish reason."""
+        if not self.chat:
+            return [self._chunk(text=tail, finish_reason=finish_reason)]
+        return ([self.text(tail)] if tail else []) + [self._chunk(finish_reason=finish_reason)]
+
+    def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+        """The usage-only chunk sent last when ``stream_options.include_usage`` asks for it."""
+        return self._chunk(with_choice=False, usage_info=usage(prompt_tokens, completion_tokens))
 
 
 def completion_logprobs(tokens: list[str], logprobs: list[float], tops: list | None) -> dict:

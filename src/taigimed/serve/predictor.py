@@ -284,129 +284,58 @@ class OpenAIRoutes:
         )
 
     async def chat(self, request: Request) -> Response:
-        started = time.perf_counter()
-        route = "chat"
-        try:
-            req = oa.parse_request(oa.ChatCompletionRequest, await request.body())
-            model = self._check_model(req.model)
-            ids = self.llm.encode_chat(req.messages)
-            params = self.llm.sampling(req, len(ids), req.top_logprobs if req.logprobs else 0)
-            handle = self.llm.submit(ids, params)
-        except oa.APIError as err:
-            self._observe(route, err.status, started)
-            raise
-        rid, created = oa.new_id("chatcmpl"), oa.now()
-        if req.stream:
-            return StreamingResponse(
-                self._chat_stream(handle, req, model, rid, created, started),
-                media_type="text/event-stream",
-            )
-        try:
-            result = await self.llm.collect(handle)
-        except oa.APIError as err:
-            self._observe(route, err.status, started)
-            raise
-        finish = result["finish"]
-        logprobs = None
-        if req.logprobs:
-            logprobs = [
-                oa.chat_logprob_entry(t, lp, top)
-                for t, lp, top in zip(
-                    result["tokens"], result["logprobs"], result["top_logprobs"], strict=True
-                )
-            ]
-        body = oa.chat_completion(
-            id=rid,
-            model=model,
-            text=result["text"],
-            finish_reason=finish.finish_reason,
-            stop_reason=finish.stop_reason,
-            prompt_tokens=finish.prompt_tokens,
-            completion_tokens=finish.completion_tokens,
-            logprobs=logprobs,
+        return await self._generate(
+            request,
+            route="chat",
+            request_type=oa.ChatCompletionRequest,
+            encode=lambda req: (
+                self.llm.encode_chat(req.messages),
+                req.top_logprobs if req.logprobs else 0,
+            ),
+            respond=_chat_response,
+            event_logprobs=_chat_event_logprobs,
         )
-        self._observe(route, 200, started)
-        return JSONResponse(body)
-
-    async def _chat_stream(
-        self,
-        handle: GenerationHandle,
-        req: oa.ChatCompletionRequest,
-        model: str,
-        rid: str,
-        created: int,
-        started: float,
-    ) -> AsyncIterator[bytes]:
-        status = 200
-        try:
-            yield oa.sse(
-                oa.chat_chunk(
-                    id=rid, model=model, created=created, delta={"role": "assistant", "content": ""}
-                )
-            )
-            async for event in self.llm.events(handle):
-                if isinstance(event, TokenEvent):
-                    lp = None
-                    if req.logprobs:
-                        lp = [oa.chat_logprob_entry(event.token, event.logprob, event.top_logprobs)]
-                    if event.text or lp:
-                        yield oa.sse(
-                            oa.chat_chunk(
-                                id=rid,
-                                model=model,
-                                created=created,
-                                delta={"content": event.text},
-                                logprobs=lp,
-                            )
-                        )
-                elif isinstance(event, FinishEvent):
-                    if event.text_tail:
-                        yield oa.sse(
-                            oa.chat_chunk(
-                                id=rid,
-                                model=model,
-                                created=created,
-                                delta={"content": event.text_tail},
-                            )
-                        )
-                    yield oa.sse(
-                        oa.chat_chunk(
-                            id=rid, model=model, created=created, finish_reason=event.finish_reason
-                        )
-                    )
-                    if req.include_usage():
-                        yield oa.sse(
-                            oa.chat_chunk(
-                                id=rid,
-                                model=model,
-                                created=created,
-                                with_choice=False,
-                                usage_info=oa.usage(event.prompt_tokens, event.completion_tokens),
-                            )
-                        )
-                else:
-                    status = 500
-                    yield oa.sse(oa.error_body(event.message, "internal_error", None, 500))
-            yield oa.SSE_DONE
-        finally:
-            self._observe("chat", status, started)
 
     async def completions(self, request: Request) -> Response:
+        return await self._generate(
+            request,
+            route="completions",
+            request_type=oa.CompletionRequest,
+            encode=lambda req: (self.llm.encode_text(req.prompt), req.logprobs or 0),
+            respond=_completion_response,
+            event_logprobs=_completion_event_logprobs,
+        )
+
+    async def _generate(
+        self,
+        request: Request,
+        route: str,
+        request_type: type[oa.SamplingFields],
+        encode: Callable[[Any], tuple[list[int], int]],
+        respond: Callable[[Any, str, str, dict], dict],
+        event_logprobs: Callable[[Any, TokenEvent], Any],
+    ) -> Response:
+        """Parse, submit to the batcher, then answer whole or as SSE; every outcome is metered.
+
+        ``encode(req)`` gives the prompt ids and how many top log-probs to keep per token,
+        ``respond(req, model, id, result)`` the OpenAI body of a whole answer, and
+        ``event_logprobs(req, event)`` a streamed token's log-probs (None when not asked).
+        """
         started = time.perf_counter()
-        route = "completions"
         try:
-            req = oa.parse_request(oa.CompletionRequest, await request.body())
+            req = oa.parse_request(request_type, await request.body())
             model = self._check_model(req.model)
-            ids = self.llm.encode_text(req.prompt)
-            params = self.llm.sampling(req, len(ids), req.logprobs or 0)
-            handle = self.llm.submit(ids, params)
+            ids, top_logprobs = encode(req)
+            handle = self.llm.submit(ids, self.llm.sampling(req, len(ids), top_logprobs))
         except oa.APIError as err:
             self._observe(route, err.status, started)
             raise
-        rid, created = oa.new_id("cmpl"), oa.now()
+        chat = route == "chat"
+        rid = oa.new_id("chatcmpl" if chat else "cmpl")
         if req.stream:
+            chunks = oa.ChunkStream(chat, rid, model, oa.now())
             return StreamingResponse(
-                self._completion_stream(handle, req, model, rid, created, started),
+                self._stream(handle, chunks, req, event_logprobs, route, started),
                 media_type="text/event-stream",
             )
         try:
@@ -414,73 +343,94 @@ class OpenAIRoutes:
         except oa.APIError as err:
             self._observe(route, err.status, started)
             raise
-        finish = result["finish"]
-        logprobs = None
-        if req.logprobs is not None:
-            tops = result["top_logprobs"] if req.logprobs else None
-            logprobs = oa.completion_logprobs(result["tokens"], result["logprobs"], tops)
-        body = oa.text_completion(
-            id=rid,
-            model=model,
-            text=result["text"],
-            finish_reason=finish.finish_reason,
-            stop_reason=finish.stop_reason,
-            prompt_tokens=finish.prompt_tokens,
-            completion_tokens=finish.completion_tokens,
-            logprobs=logprobs,
-        )
         self._observe(route, 200, started)
-        return JSONResponse(body)
+        return JSONResponse(respond(req, model, rid, result))
 
-    async def _completion_stream(
+    async def _stream(
         self,
         handle: GenerationHandle,
-        req: oa.CompletionRequest,
-        model: str,
-        rid: str,
-        created: int,
+        chunks: oa.ChunkStream,
+        req: Any,
+        event_logprobs: Callable[[Any, TokenEvent], Any],
+        route: str,
         started: float,
     ) -> AsyncIterator[bytes]:
         status = 200
         try:
+            opening = chunks.opening()
+            if opening is not None:
+                yield oa.sse(opening)
             async for event in self.llm.events(handle):
                 if isinstance(event, TokenEvent):
-                    lp = None
-                    if req.logprobs is not None:
-                        tops = [event.top_logprobs] if req.logprobs else None
-                        lp = oa.completion_logprobs([event.token], [event.logprob], tops)
+                    lp = event_logprobs(req, event)
                     if event.text or lp:
-                        yield oa.sse(
-                            oa.completion_chunk(
-                                id=rid, model=model, created=created, text=event.text, logprobs=lp
-                            )
-                        )
+                        yield oa.sse(chunks.text(event.text, lp))
                 elif isinstance(event, FinishEvent):
-                    yield oa.sse(
-                        oa.completion_chunk(
-                            id=rid,
-                            model=model,
-                            created=created,
-                            text=event.text_tail,
-                            finish_reason=event.finish_reason,
-                        )
-                    )
+                    for chunk in chunks.closing(event.finish_reason, event.text_tail):
+                        yield oa.sse(chunk)
                     if req.include_usage():
                         yield oa.sse(
-                            oa.completion_chunk(
-                                id=rid,
-                                model=model,
-                                created=created,
-                                with_choice=False,
-                                usage_info=oa.usage(event.prompt_tokens, event.completion_tokens),
-                            )
+                            chunks.usage_chunk(event.prompt_tokens, event.completion_tokens)
                         )
                 else:
                     status = 500
                     yield oa.sse(oa.error_body(event.message, "internal_error", None, 500))
             yield oa.SSE_DONE
         finally:
-            self._observe("completions", status, started)
+            self._observe(route, status, started)
+
+
+def _chat_response(req: oa.ChatCompletionRequest, model: str, rid: str, result: dict) -> dict:
+    logprobs = None
+    if req.logprobs:
+        logprobs = [
+            oa.chat_logprob_entry(t, lp, top)
+            for t, lp, top in zip(
+                result["tokens"], result["logprobs"], result["top_logprobs"], strict=True
+            )
+        ]
+    finish = result["finish"]
+    return oa.chat_completion(
+        id=rid,
+        model=model,
+        text=result["text"],
+        finish_reason=finish.finish_reason,
+        stop_reason=finish.stop_reason,
+        prompt_tokens=finish.prompt_tokens,
+        completion_tokens=finish.completion_tokens,
+        logprobs=logprobs,
+    )
+
+
+def _completion_response(req: oa.CompletionRequest, model: str, rid: str, result: dict) -> dict:
+    logprobs = None
+    if req.logprobs is not None:
+        tops = result["top_logprobs"] if req.logprobs else None
+        logprobs = oa.completion_logprobs(result["tokens"], result["logprobs"], tops)
+    finish = result["finish"]
+    return oa.text_completion(
+        id=rid,
+        model=model,
+        text=result["text"],
+        finish_reason=finish.finish_reason,
+        stop_reason=finish.stop_reason,
+        prompt_tokens=finish.prompt_tokens,
+        completion_tokens=finish.completion_tokens,
+        logprobs=logprobs,
+    )
+
+
+def _chat_event_logprobs(req: oa.ChatCompletionRequest, event: TokenEvent) -> list | None:
+    if not req.logprobs:
+        return None
+    return [oa.chat_logprob_entry(event.token, event.logprob, event.top_logprobs)]
+
+
+def _completion_event_logprobs(req: oa.CompletionRequest, event: TokenEvent) -> dict | None:
+    if req.logprobs is None:
+        return None
+    tops = [event.top_logprobs] if req.logprobs else None
+    return oa.completion_logprobs([event.token], [event.logprob], tops)
 
 
 async def api_error_handler(_: Request, err: oa.APIError) -> JSONResponse:
