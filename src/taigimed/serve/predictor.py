@@ -380,6 +380,22 @@ class OpenAIRoutes:
             self._observe(route, status, started)
 
 
+def _whole_response(chat: bool, model: str, rid: str, result: dict, logprobs: Any) -> dict:
+    """The OpenAI body of a whole (non-streamed) answer, chat or legacy completion."""
+    finish = result["finish"]
+    make = oa.chat_completion if chat else oa.text_completion
+    return make(
+        id=rid,
+        model=model,
+        text=result["text"],
+        finish_reason=finish.finish_reason,
+        stop_reason=finish.stop_reason,
+        prompt_tokens=finish.prompt_tokens,
+        completion_tokens=finish.completion_tokens,
+        logprobs=logprobs,
+    )
+
+
 def _chat_response(req: oa.ChatCompletionRequest, model: str, rid: str, result: dict) -> dict:
     logprobs = None
     if req.logprobs:
@@ -389,17 +405,7 @@ def _chat_response(req: oa.ChatCompletionRequest, model: str, rid: str, result: 
                 result["tokens"], result["logprobs"], result["top_logprobs"], strict=True
             )
         ]
-    finish = result["finish"]
-    return oa.chat_completion(
-        id=rid,
-        model=model,
-        text=result["text"],
-        finish_reason=finish.finish_reason,
-        stop_reason=finish.stop_reason,
-        prompt_tokens=finish.prompt_tokens,
-        completion_tokens=finish.completion_tokens,
-        logprobs=logprobs,
-    )
+    return _whole_response(True, model, rid, result, logprobs)
 
 
 def _completion_response(req: oa.CompletionRequest, model: str, rid: str, result: dict) -> dict:
@@ -407,17 +413,7 @@ def _completion_response(req: oa.CompletionRequest, model: str, rid: str, result
     if req.logprobs is not None:
         tops = result["top_logprobs"] if req.logprobs else None
         logprobs = oa.completion_logprobs(result["tokens"], result["logprobs"], tops)
-    finish = result["finish"]
-    return oa.text_completion(
-        id=rid,
-        model=model,
-        text=result["text"],
-        finish_reason=finish.finish_reason,
-        stop_reason=finish.stop_reason,
-        prompt_tokens=finish.prompt_tokens,
-        completion_tokens=finish.completion_tokens,
-        logprobs=logprobs,
-    )
+    return _whole_response(False, model, rid, result, logprobs)
 
 
 def _chat_event_logprobs(req: oa.ChatCompletionRequest, event: TokenEvent) -> list | None:
