@@ -17,6 +17,7 @@ from taigimed.rollout.analysis import (
     LatencyP95Check,
     NegativeFeedbackCheck,
     TrafficCheck,
+    UnattributedErrorCheck,
 )
 from taigimed.rollout.machine import RolloutError, RolloutMachine
 from taigimed.rollout.overlay import GitRepo, OverlayError, ProdOverlay, RolloutState
@@ -220,6 +221,17 @@ def test_error_rate_is_judged_absolute_and_relative_to_stable():
     assert check.evaluate(bad, ctx()).verdict == "fail"
     noisy_stable = StaticPrometheus({("status_code", "v2"): 0.07, ("status_code", "v1"): 0.06})
     assert check.evaluate(noisy_stable, ctx()).verdict == "pass"
+
+
+def test_failures_no_version_answered_roll_the_canary_back():
+    """A vLLM canary that 5xx's is labelled with the guard's fallback, not its version."""
+    check = UnattributedErrorCheck()
+    broken = StaticPrometheus({("status_code", "unknown"): 0.3})
+    result = check.evaluate(broken, ctx(max_error_rate=0.05))
+    assert result.verdict == "fail" and "no answering version" in result.reason
+    healthy = StaticPrometheus({("status_code", "unknown"): 0.01})
+    assert check.evaluate(healthy, ctx(max_error_rate=0.05)).verdict == "pass"
+    assert check.evaluate(StaticPrometheus({}), ctx()).reason == "no requests to judge"
 
 
 def test_latency_fails_on_ratio_and_ceiling():

@@ -85,10 +85,11 @@ class AnalysisContext:
     thresholds: Thresholds
     label_selector: str = ""
     route_regex: str = ".*"
+    unattributed_version: str = "unknown"
 
-    def selector(self, version: str, *extra: str) -> str:
-        """PromQL label matchers for one version (plus the plan's selector and extras)."""
-        parts = [f'model_version="{version}"']
+    def selector(self, version: str | None, *extra: str) -> str:
+        """PromQL label matchers for one version, or all (None), plus the plan's selector."""
+        parts = [f'model_version="{version}"'] if version is not None else []
         if self.label_selector:
             parts.append(self.label_selector)
         parts.extend(extra)
@@ -258,9 +259,42 @@ class NegativeFeedbackCheck(Check):
         return self.result("pass", canary, stable, f"thumbs-down share within {limit:.3f}")
 
 
+class UnattributedErrorCheck(Check):
+    """5xx answers that no version can be blamed for, as a share of all requests.
+
+    With one guard in front of the split, a request fails *unattributed* (labelled with the
+    guard's own fallback version) when the predictor revision it reached was unreachable or
+    answered an error that does not name its version (vLLM's 5xx bodies carry no ``model``).
+    A broken canary then shows up here rather than in its own error rate, so while a canary
+    runs such failures above ``max_error_rate`` roll it back: if stable caused them, rolling
+    back costs one retry of the rollout; if the canary did, promoting it would be an outage.
+    """
+
+    name = "unattributed_errors"
+
+    def evaluate(self, prom: Prometheus, ctx: AnalysisContext) -> CheckResult:
+        route = f'route=~"{ctx.route_regex}"'
+        errors = ctx.selector(ctx.unattributed_version, route, 'status_code=~"5.."')
+        share = prom.scalar(
+            f"(sum(increase(taigimed_requests_total{errors}[{ctx.window}])) or vector(0))"
+            f" / sum(increase(taigimed_requests_total{ctx.selector(None, route)}[{ctx.window}]))"
+        )
+        if share is None:  # no requests at all: the traffic check already waits
+            return self.result("pass", None, None, "no requests to judge")
+        limit = ctx.thresholds.max_error_rate
+        if share > limit:
+            return self.result(
+                "fail", share, None, f"5xx share with no answering version above {limit:.3f}"
+            )
+        return self.result(
+            "pass", share, None, f"5xx share with no answering version within {limit:.3f}"
+        )
+
+
 DEFAULT_CHECKS: tuple[type[Check], ...] = (
     TrafficCheck,
     ErrorRateCheck,
+    UnattributedErrorCheck,
     LatencyP95Check,
     EscalationRateCheck,
     NegativeFeedbackCheck,
@@ -304,6 +338,7 @@ def analyse(
         thresholds=plan.thresholds,
         label_selector=plan.label_selector,
         route_regex=plan.route_regex,
+        unattributed_version=plan.unattributed_version,
     )
     analysis = Analysis([cls().evaluate(prom, ctx) for cls in checks])
     for r in analysis.results:

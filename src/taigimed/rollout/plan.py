@@ -63,6 +63,9 @@ class RolloutPlan:
     prometheus_url: str = "http://kube-prometheus-stack-prometheus.monitoring:9090"
     label_selector: str = 'namespace="taigimed-prod"'  # extra matchers on every query
     route_regex: str = "chat|completions"  # guard `route` labels that count as traffic
+    # The guard's own model_version label (its TAIGIMED_MODEL_VERSION): requests that no
+    # predictor answer named, e.g. a revision that was unreachable.
+    unattributed_version: str = "unknown"
     overlay: Path = Path("manifests/overlays/prod")  # the overlay `rollout` edits
     inference_service: str = "taigimed"
     namespace: str = "taigimed-prod"  # used by --apply kube
