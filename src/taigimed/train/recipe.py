@@ -5,10 +5,10 @@
 
 Why a plain PyTorch loop and not ``transformers.Trainer``: every requirement of this stage is a
 few visible lines here -- the exact data order as a function of (seed, cursor) so ``--resume``
-replays it, packed batches with a custom 4D mask, loss summed over assistant tokens and divided
-by the step's token count (so gradient accumulation weighs tokens, not micro-batches), atomic
-checkpoints with RNG state, and a simulated crash for tests. With Trainer each of these is an
-override or callback whose interaction with the others has to be trusted rather than read.
+replays it, packed batches with per-example attention, loss summed over assistant tokens and
+divided by the step's token count (so gradient accumulation weighs tokens, not micro-batches),
+atomic checkpoints with RNG state, and a simulated crash for tests. With Trainer each of these is
+an override or callback whose interaction with the others has to be trusted rather than read.
 
 Each stage directory ends up with ``adapter/``, ``merged/``, ``metrics.json``, ``loss.png``,
 ``MODEL_CARD.md`` and ``checkpoints/``. Every artifact is written atomically, so a killed run
