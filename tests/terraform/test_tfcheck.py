@@ -17,12 +17,15 @@ import pytest
 
 from taigimed.tfcheck import (
     Finding,
+    blocks,
     check_tree,
     main,
     mask_non_code,
+    parse_hcl,
     parse_template,
     render_template,
     template_names,
+    unquote,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,6 +98,17 @@ def test_manifest_labels_and_taints_are_the_agreed_ones() -> None:
         '"nvidia.com/gpu=present:NoSchedule"',
     ):
         assert label in main_tf
+
+
+def test_device_plugin_version_matches_the_argo_chart() -> None:
+    """Terraform's fallback device plugin and Argo CD's chart must be one release, not two."""
+    import yaml
+
+    parsed = parse_hcl((TERRAFORM / CLUSTER / "variables.tf").read_text(encoding="utf-8"))
+    variables = dict(blocks(parsed, "variable"))
+    terraform_tag = unquote(variables["nvidia_device_plugin_version"]["default"])
+    app = yaml.safe_load((REPO / "argo/apps/platform-nvidia-device-plugin.yaml").read_text())
+    assert terraform_tag == f"v{app['spec']['source']['targetRevision']}"
 
 
 # --- references and declarations -------------------------------------------------------------

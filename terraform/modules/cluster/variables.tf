@@ -133,7 +133,7 @@ variable "deploy_nvidia_device_plugin" {
 }
 
 variable "nvidia_device_plugin_version" {
-  description = "Tag of nvcr.io/nvidia/k8s-device-plugin deployed when a GPU node exists."
+  description = "Tag of nvcr.io/nvidia/k8s-device-plugin deployed when a GPU node exists (keep equal to the chart version of argo/apps/platform-nvidia-device-plugin.yaml)."
   type        = string
-  default     = "v0.17.0"
+  default     = "v0.18.0"
 }
