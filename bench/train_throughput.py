@@ -1,15 +1,25 @@
 """Training throughput: packed rows vs the padded baseline, same data, same model, one run.
 
-Both modes train one epoch over the same examples (a seeded subset of the demo's stage-2 train
+Three modes train one epoch over the same examples (a seeded subset of the demo's stage-2 train
 set, which mixes short Taigi look-ups with long replayed medical questions) with the same LoRA
-model and optimizer settings as ``configs/demo-cpu/train.yaml``: packed micro-batches are one
-row of several whole examples with per-example attention, padded ones are ``batch_size`` rows
-padded to their longest example. Steps of the two modes are
-interleaved in proportion to their progress, so load from other processes on the machine hits
-both alike. Throughput counts real (non-pad) tokens per second of forward + backward + optimizer
-step; collation is included, model loading is not.
+model and optimizer settings as ``configs/demo-cpu/train.yaml``:
 
-Writes ``bench/results/train_throughput.json`` with a top-level ``speedup`` (packed / padded).
+* ``padded`` (the baseline, ``packing: false``): ``batch_size`` rows, one example each, padded
+  to the longest example of the batch;
+* ``packed`` (the default path, ``packing: true``): the same examples in bins, each micro-batch
+  one unpadded row with per-example attention, the micro-batch's shared prefix (system prompt
+  and role header) held once;
+* ``packed_no_sharing`` (``share_prefix: false``): the same rows with every example whole, so
+  the gain of packing alone and of prefix sharing can be told apart.
+
+Steps of the modes are interleaved in proportion to their progress, so load from other processes
+on the machine hits all alike. Throughput counts the examples' own tokens (no padding; a shared
+prefix once per example, as the unshared row holds it) per second of forward + backward +
+optimizer step: every mode trains exactly these tokens. Collation is included, model loading
+is not.
+
+Writes ``bench/results/train_throughput.json`` with a top-level ``speedup`` (packed / padded)
+and ``speedup_packing_only`` (packed_no_sharing / padded).
 
     python bench/train_throughput.py [--data runs/demo/data] [--examples 96] [--max-len-reference]
 """
@@ -82,12 +92,11 @@ def main() -> int:
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     pad_id = tokenizer.pad_token_id
-    plans = {
-        mode: DataPlan(lengths, cfg.batch_size, mode == "packed", cfg.max_seq_len, cfg.seed)
-        for mode in ("padded", "packed")
-    }
+    padded = DataPlan(lengths, cfg.batch_size, False, cfg.max_seq_len, cfg.seed)
+    packed = DataPlan(lengths, cfg.batch_size, True, cfg.max_seq_len, cfg.seed)
+    plans = {"padded": padded, "packed": packed, "packed_no_sharing": packed}
     if args.max_len_reference:  # the padded plan's batches, every row padded to max_seq_len
-        plans["padded_max_len"] = plans["padded"]
+        plans["padded_max_len"] = padded
 
     def step(mode: str, cursor: int) -> tuple[float, int, int]:
         started = time.perf_counter()
@@ -95,12 +104,12 @@ def main() -> int:
             rows = [examples[row[0]] for row in plans[mode].rows(cursor)]
             batch = collate_padded(rows, pad_id, width=cfg.max_seq_len)
         else:
-            batch = make_batch(plans[mode], examples, cursor, pad_id)
+            batch = make_batch(plans[mode], examples, cursor, pad_id, mode == "packed")
         loss = token_loss(model, batch)
         (loss / max(1, batch.target_tokens)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return time.perf_counter() - started, batch.real_tokens, batch.input_ids.numel()
+        return time.perf_counter() - started, batch.real_tokens, batch.computed_tokens
 
     for mode in plans:  # warm-up (allocator, kernels); not timed
         step(mode, 0)
@@ -120,33 +129,49 @@ def main() -> int:
         t["slots"] += slots
         t["steps"] += 1
         print(
-            f"{mode:6s} step {done[mode]:3d}/{plans[mode].batches_per_epoch}: "
+            f"{mode:17s} step {done[mode]:3d}/{plans[mode].batches_per_epoch}: "
             f"{tokens / seconds:7.0f} tokens/s"
         )
 
     result: dict = {}
     for mode, t in totals.items():
         t["tokens_per_s"] = round(t["tokens"] / t["seconds"], 1)
-        t["padding_fraction"] = round(1 - t["tokens"] / t["slots"], 4)
+        # slots = positions computed: padded rows include their padding; a packed row with a
+        # shared prefix holds it once, so its slots are fewer than its tokens.
+        t["slots_per_token"] = round(t["slots"] / t["tokens"], 4)
         t["seconds"] = round(t["seconds"], 2)
         result[mode] = t
-    speedup = result["packed"]["tokens_per_s"] / result["padded"]["tokens_per_s"]
+
+    def ratio(mode: str, baseline: str = "padded") -> float:
+        return round(result[mode]["tokens_per_s"] / result[baseline]["tokens_per_s"], 3)
+
+    def cost_per_slot(mode: str) -> float:
+        return result[mode]["seconds"] / result[mode]["slots"]
+
     output = {
-        "speedup": round(speedup, 3),
+        "speedup": ratio("packed"),
         "target": 1.5,
         "baseline": "padded: one example per row, padded to the longest example of its batch "
         "(the `packing: false` mode)",
+        "speedup_packing_only": ratio("packed_no_sharing"),
+        "speedup_of_prefix_sharing": ratio("packed", "packed_no_sharing"),
         "padded": result["padded"],
         "packed": result["packed"],
+        "packed_no_sharing": result["packed_no_sharing"],
         # What removing the baseline's padding alone would give.
-        "padding_ceiling": round(1 / (1 - result["padded"]["padding_fraction"]), 3),
-        # Seconds per packed token / seconds per padded slot (pad or not): 1.0 means a packed
-        # token costs what a padded slot costs, so packing gains exactly the padding it removes.
-        "packed_token_cost_vs_padded_slot": round(
-            (result["packed"]["seconds"] / result["packed"]["slots"])
-            / (result["padded"]["seconds"] / result["padded"]["slots"]),
-            3,
+        "padding_ceiling": round(result["padded"]["slots_per_token"], 3),
+        # ... and what removing padding plus the repeated prefixes would give.
+        "compute_ceiling": round(
+            result["padded"]["slots_per_token"] / result["packed"]["slots_per_token"], 3
         ),
+        # Seconds per computed position of each packed mode / seconds per padded slot (pad or
+        # not): 1.0 means a packed position costs what a padded slot costs, so packing gains
+        # exactly the positions it removes. Attention to a shared prefix makes positions of
+        # the shared row a little dearer.
+        "slot_cost_vs_padded": {
+            mode: round(cost_per_slot(mode) / cost_per_slot("padded"), 3)
+            for mode in ("packed", "packed_no_sharing")
+        },
         "setup": {
             "model": cfg.base_model,
             "data_file": args.file,
@@ -171,14 +196,13 @@ def main() -> int:
     if "padded_max_len" in result:  # reference: fixed shapes, no dynamic padding
         extra = ("speedup_vs_max_len_padding",)
         output["padded_max_len"] = result["padded_max_len"]
-        output["speedup_vs_max_len_padding"] = round(
-            result["packed"]["tokens_per_s"] / result["padded_max_len"]["tokens_per_s"], 3
-        )
+        output["speedup_vs_max_len_padding"] = ratio("packed", "padded_max_len")
     write_json(args.out, output)
-    print(json.dumps({k: output[k] for k in ("speedup", "padding_ceiling", *extra)}))
+    headline = ("speedup", "speedup_packing_only", "padding_ceiling", "compute_ceiling", *extra)
+    print(json.dumps({k: output[k] for k in headline}))
     print(
-        f"padded {result['padded']['tokens_per_s']} tokens/s, packed "
-        f"{result['packed']['tokens_per_s']} tokens/s -> {args.out}"
+        ", ".join(f"{mode} {t['tokens_per_s']} tokens/s" for mode, t in result.items())
+        + f" -> {args.out}"
     )
     return 0
 

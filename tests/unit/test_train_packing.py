@@ -12,8 +12,9 @@ from taigimed.train.packing import (
     collate_padded,
     first_fit_decreasing,
     make_batch,
+    shared_prefix_length,
 )
-from taigimed.train.qlora import load_base_model
+from taigimed.train.qlora import apply_lora, load_base_model
 from taigimed.train.recipe import token_loss
 
 
@@ -59,7 +60,7 @@ def test_packing_removes_all_padding():
     for cursor in range(packed.batches_per_epoch):
         batch = make_batch(packed, examples, cursor, pad_id=0)
         assert batch.input_ids.shape[0] == 1  # one row ...
-        assert batch.real_tokens == batch.input_ids.numel() <= 4 * 256  # ... of real tokens only
+        assert batch.real_tokens == batch.computed_tokens <= 4 * 256  # ... of real tokens only
 
 
 def test_packed_collation_restarts_positions_and_records_each_example():
@@ -80,6 +81,7 @@ def run_packed(model, packed):
         attention_mask=packed.attention_mask,
         position_ids=packed.position_ids,
         segment_lengths=packed.segment_lengths,
+        shared_prefix=packed.shared_prefix,
     ).logits[0]
 
 
@@ -133,3 +135,92 @@ def test_make_batch_reports_real_tokens_without_padding():
     plan = DataPlan([len(e) for e in examples], 2, False, 128, seed=0)
     total = sum(make_batch(plan, examples, c, 0).real_tokens for c in range(3))
     assert total == sum(len(e) for e in examples)
+
+
+def with_prefix(name: str, prefix: list[int], length: int, seed: int) -> TokenizedExample:
+    """A chat-like example: a shared 'system prompt', then its own prompt and answer."""
+    own = example(name, length, seed)
+    return TokenizedExample(name, prefix + own.input_ids, [IGNORE_INDEX] * len(prefix) + own.labels)
+
+
+SYSTEM = list(range(500, 530))  # 30 tokens every example below starts with
+
+
+def test_shared_prefix_stops_before_the_first_target_and_needs_two_examples():
+    a, b = with_prefix("a", SYSTEM, 20, 1), with_prefix("b", SYSTEM, 30, 2)
+    assert shared_prefix_length([a, b]) == 30
+    assert shared_prefix_length([a]) == 0  # nothing to share
+    assert shared_prefix_length([a, example("c", 40, 3)]) == 0  # no common start
+    # An example whose answer starts inside the common part: the prefix ends two tokens
+    # before that target (the token after the prefix must carry no loss either).
+    early = TokenizedExample("e", SYSTEM + [7] * 10, [IGNORE_INDEX] * 25 + SYSTEM[25:] + [7] * 10)
+    assert shared_prefix_length([a, early]) == 24
+    assert shared_prefix_length([a, early], minimum=25) == 0  # too short to be worth it
+
+
+def test_shared_prefix_row_holds_the_prefix_once_and_keeps_every_target():
+    examples = [with_prefix(n, SYSTEM, 10 + 5 * i, i) for i, n in enumerate("abc")]
+    plain, shared = collate_packed([examples]), collate_packed([examples], share_prefix=True)
+    assert shared.shared_prefix == 30 and shared.segment_lengths == (10, 15, 20)
+    assert shared.computed_tokens == 30 + 45 == plain.computed_tokens - 60
+    assert shared.real_tokens == plain.real_tokens == sum(len(e) for e in examples)
+    assert shared.target_tokens == plain.target_tokens
+    assert shared.position_ids[0].tolist()[28:33] == [28, 29, 30, 31, 32]
+    assert shared.position_ids[0].tolist()[38:42] == [38, 39, 30, 31]  # b restarts after SYSTEM
+
+
+def test_shared_prefix_logits_equal_each_example_run_alone(tiny_model_dir):
+    """The no-leak proof for a shared prefix: each example sees the prefix and itself only."""
+    model = load_base_model(tiny_model_dir).eval()
+    examples = [with_prefix(n, SYSTEM, 20 + 7 * i, i) for i, n in enumerate("abc")]
+    batch = collate_packed([examples[:2], examples[2:]], share_prefix=True)
+    assert batch.shared_prefix == len(SYSTEM)
+    with torch.no_grad():
+        together = run_packed(model, batch)
+        start = len(SYSTEM)
+        for e in examples:
+            alone = model(input_ids=torch.tensor([e.input_ids])).logits[0]
+            torch.testing.assert_close(together[: len(SYSTEM)], alone[: len(SYSTEM)])
+            own = len(e) - len(SYSTEM)
+            torch.testing.assert_close(
+                together[start : start + own], alone[len(SYSTEM) :], atol=1e-5, rtol=1e-5
+            )
+            start += own
+
+
+def test_shared_prefix_gives_the_unshared_loss_and_lora_gradient(tiny_model_dir):
+    """Backward sums over the one prefix copy exactly what the copies would get apart."""
+    from taigimed.train.config import LoraSettings
+
+    lora = LoraSettings(rank=4, alpha=8, dropout=0.0, target_modules=["q_proj", "v_proj"])
+    torch.manual_seed(0)
+    model = apply_lora(load_base_model(tiny_model_dir), lora)
+    for name, param in model.named_parameters():  # LoRA B starts at 0: give it a value
+        if "lora_B" in name:
+            torch.nn.init.normal_(param, std=0.02)
+    examples = [with_prefix(n, SYSTEM, 18 + 9 * i, i) for i, n in enumerate("abcd")]
+    results = []
+    for share in (False, True):
+        model.zero_grad()
+        loss = token_loss(model, collate_packed([examples], share_prefix=share))
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results.append((loss.detach(), grads))
+    (plain_loss, plain_grads), (shared_loss, shared_grads) = results
+    torch.testing.assert_close(shared_loss, plain_loss, atol=1e-4, rtol=1e-5)
+    assert plain_grads and all(g.abs().sum() > 0 for g in plain_grads.values())
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-4)
+
+
+def test_shared_prefix_without_the_prefix_mask_would_leak(tiny_model_dir):
+    """The check above can fail: running the shared row as plain segments changes logits."""
+    model = load_base_model(tiny_model_dir).eval()
+    examples = [with_prefix(n, SYSTEM, 20, i) for i, n in enumerate("ab")]
+    batch = collate_packed([examples], share_prefix=True)
+    with torch.no_grad():
+        right = run_packed(model, batch)
+        batch.segment_lengths = (batch.shared_prefix, *batch.segment_lengths)
+        batch.shared_prefix = 0  # the examples no longer see the prefix
+        wrong = run_packed(model, batch)
+    assert not torch.allclose(right[30:], wrong[30:], atol=1e-3)

@@ -88,6 +88,9 @@ class TrainConfig:
     # into one row with per-example attention (no padding, no cross-example leak);
     # false: the plain baseline, one example per row padded to the longest in the batch.
     packing: bool = True
+    # Packed rows only: examples of a micro-batch that open with the same tokens (the system
+    # prompt and role header) share ONE copy of them; same logits and gradient, less compute.
+    share_prefix: bool = True
     lora: LoraSettings = field(default_factory=LoraSettings)
     stage1: StageSettings = field(default_factory=StageSettings)
     stage2: StageSettings = field(default_factory=lambda: StageSettings(learning_rate=1e-4))

@@ -221,6 +221,7 @@ class StageRecipe:
             "batch_size": cfg.batch_size,
             "grad_accum": cfg.grad_accum,
             "packing": cfg.packing,
+            "share_prefix": cfg.share_prefix,
             "max_seq_len": cfg.max_seq_len,
             "lora": to_dict(cfg.lora),
             "stage_settings": to_dict(self.settings),
@@ -281,7 +282,7 @@ class StageRecipe:
         cfg = self.cfg
         pad_id = self.tokenizer.pad_token_id
         batches = [
-            make_batch(self.plan, self.examples, self.cursor + i, pad_id)
+            make_batch(self.plan, self.examples, self.cursor + i, pad_id, cfg.share_prefix)
             for i in range(cfg.grad_accum)
         ]
         self.cursor += cfg.grad_accum
@@ -305,6 +306,7 @@ class StageRecipe:
             "lr": lr,
             "grad_norm": float(grad_norm),
             "tokens": sum(b.real_tokens for b in batches),
+            "computed_tokens": sum(b.computed_tokens for b in batches),
             "target_tokens": targets,
         }
 
@@ -411,6 +413,7 @@ class StageRecipe:
             "base_weights_sha256": self.base_sha256,
             "merged_weights_sha256": self.merged_sha256,
             "packing": self.cfg.packing,
+            "share_prefix": self.cfg.packing and self.cfg.share_prefix,
             "steps": self.step,
             "resumed_from_step": self.resumed_from,
             "first_loss": self.history[0]["loss"] if self.history else None,
@@ -419,6 +422,8 @@ class StageRecipe:
             "val_loss_after": self.val_loss_after,
             "tokens_per_s": self.run_tokens / self.run_seconds if self.run_seconds else 0.0,
             "train_tokens": sum(p["tokens"] for p in self.history),
+            # Positions the model ran: fewer than train_tokens when a shared prefix is held once.
+            "computed_tokens": sum(p.get("computed_tokens", p["tokens"]) for p in self.history),
             "train_seconds": round(self.run_seconds, 2),
             "trainable_params": self.trainable_params,
             "total_params": self.total_params,
@@ -455,6 +460,7 @@ def token_loss(model: Any, batch: Batch) -> torch.Tensor:
                 f"not {causal_lm.config._attn_implementation!r}, or set packing=false"
             )
         packed["segment_lengths"] = batch.segment_lengths
+        packed["shared_prefix"] = batch.shared_prefix
     decoder = getattr(causal_lm, causal_lm.base_model_prefix)
     hidden = decoder(
         input_ids=batch.input_ids,

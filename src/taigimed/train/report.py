@@ -50,6 +50,17 @@ def plot_loss(metrics: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def batching(metrics: dict[str, Any]) -> str:
+    """How the stage batched its examples, in words (with the compute a shared prefix saved)."""
+    if not metrics["packing"]:
+        return "padded (one example per row)"
+    text = "packed (per-example attention)"
+    tokens, computed = metrics.get("train_tokens"), metrics.get("computed_tokens")
+    if metrics.get("share_prefix") and tokens and computed is not None:
+        text += f"; shared prefixes held once: {computed:,} of {tokens:,} tokens computed"
+    return text
+
+
 def model_card(metrics: dict[str, Any], config: Any) -> str:
     """Markdown card: base, data hashes, config, commit, tracking run, results, limits."""
     data_rows = "\n".join(
@@ -94,7 +105,7 @@ def model_card(metrics: dict[str, Any], config: Any) -> str:
 | git commit | `{metrics["git_commit"]}` |
 | MLflow run | `{metrics.get("mlflow_run_id") or "not tracked (MLFLOW_TRACKING_URI unset)"}` |
 | device | {metrics["device"]} (quantization: {metrics["quantization"]}) |
-| batches | {"packed (per-example attention)" if metrics["packing"] else "padded"} |
+| batches | {batching(metrics)} |
 
 ## Data
 
