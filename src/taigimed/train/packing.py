@@ -26,7 +26,7 @@ same row does leak). Per-example attention is what makes packing pay on CPU: a b
 ``bench/train_throughput.py`` and docs/training.md.
 
 Shared prefix (``share_prefix``, on by default): chat SFT examples usually open with the same
-system prompt and role header -- in the demo's stage-2 data about 95 of a median 178 tokens. In a
+system prompt and role header -- in the demo data 94 tokens, of a median 178 in stage 2. In a
 causal model a common prefix computes the same hidden states in every example, so a packed row
 holds it ONCE, followed by each example's remaining tokens; each example's attention sees the
 prefix plus itself (a lower-right causal mask), and positions continue from the prefix's end.
