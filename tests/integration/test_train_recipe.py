@@ -92,7 +92,12 @@ def test_stage_writes_every_artifact(stage1):
     saved = json.loads((out / "metrics.json").read_text())
     for key in ("loss_curve", "tokens_per_s", "trainable_params", "peak_memory_mb"):
         assert saved[key], key
+    # SmolLM2's template opens every chat with the same system prompt: the stage trained with
+    # it held once per packed row, and says so.
+    assert saved["share_prefix"] is True
+    assert 0 < saved["computed_tokens"] < saved["train_tokens"]
     card = (out / "MODEL_CARD.md").read_text()
+    assert f"{saved['computed_tokens']:,} of {saved['train_tokens']:,} tokens computed" in card
     for fact in (
         metrics["base_weights_sha256"],
         metrics["merged_weights_sha256"],

@@ -142,6 +142,11 @@ class TrainConfig:
             if not ok:
                 raise ConfigError(message)
 
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether batches hold a shared prefix once: only packed rows can (``share_prefix``)."""
+        return self.packing and self.share_prefix
+
     def stage(self, stage: int) -> StageSettings:
         """The settings of stage 1 or 2."""
         if stage not in (1, 2):

@@ -46,7 +46,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -82,15 +82,13 @@ class Batch:
         return self.input_ids.numel()
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch(
-            self.input_ids.to(device),
-            self.labels.to(device),
-            self.position_ids.to(device),
-            self.attention_mask.to(device),
-            self.real_tokens,
-            self.target_tokens,
-            self.segment_lengths,
-            self.shared_prefix,
+        """The same batch with its tensors on ``device`` (every other field kept as is)."""
+        return replace(
+            self,
+            input_ids=self.input_ids.to(device),
+            labels=self.labels.to(device),
+            position_ids=self.position_ids.to(device),
+            attention_mask=self.attention_mask.to(device),
         )
 
 

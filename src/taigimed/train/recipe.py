@@ -221,7 +221,7 @@ class StageRecipe:
             "batch_size": cfg.batch_size,
             "grad_accum": cfg.grad_accum,
             "packing": cfg.packing,
-            "share_prefix": cfg.share_prefix,
+            "share_prefix": cfg.shares_prefix,
             "max_seq_len": cfg.max_seq_len,
             "lora": to_dict(cfg.lora),
             "stage_settings": to_dict(self.settings),
@@ -282,7 +282,7 @@ class StageRecipe:
         cfg = self.cfg
         pad_id = self.tokenizer.pad_token_id
         batches = [
-            make_batch(self.plan, self.examples, self.cursor + i, pad_id, cfg.share_prefix)
+            make_batch(self.plan, self.examples, self.cursor + i, pad_id, cfg.shares_prefix)
             for i in range(cfg.grad_accum)
         ]
         self.cursor += cfg.grad_accum
@@ -413,7 +413,7 @@ class StageRecipe:
             "base_weights_sha256": self.base_sha256,
             "merged_weights_sha256": self.merged_sha256,
             "packing": self.cfg.packing,
-            "share_prefix": self.cfg.packing and self.cfg.share_prefix,
+            "share_prefix": self.cfg.shares_prefix,
             "steps": self.step,
             "resumed_from_step": self.resumed_from,
             "first_loss": self.history[0]["loss"] if self.history else None,
