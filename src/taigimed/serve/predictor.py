@@ -44,9 +44,10 @@ from taigimed.serve.batching import (
     SamplingParams,
     TokenEvent,
 )
-from taigimed.serve.config import PredictorSettings, ServeConfig
+from taigimed.serve.config import DEFAULT_MAX_MODEL_LEN, PredictorSettings, ServeConfig
 from taigimed.serve.kserve_app import build_app, import_kserve, serve
 from taigimed.serve.metrics import PredictorMetrics
+from taigimed.spec import ModelSpec, read_spec, resolve_max_len, serving_card
 
 log = logging.getLogger(__name__)
 kserve = import_kserve()
@@ -72,6 +73,8 @@ class TransformersLLM(kserve.Model):
         self.tokenizer: Any = None
         self.batcher: ContinuousBatcher | None = None
         self.created = int(time.time())
+        self.spec: ModelSpec | None = None
+        self.max_model_len = settings.max_model_len
 
     def load(self) -> bool:
         import torch
@@ -83,6 +86,14 @@ class TransformersLLM(kserve.Model):
         device = None if self.settings.device == "auto" else self.settings.device
         started = time.perf_counter()
         self.tokenizer = load_tokenizer(self.model_dir)
+        self.spec = read_spec(self.model_dir)
+        self.max_model_len, source = resolve_max_len(
+            self.settings.max_model_len, self.spec, DEFAULT_MAX_MODEL_LEN
+        )
+        prompt_source = serving_card(self.spec)["system_prompt_source"]
+        log.info(
+            "system prompt: %s; max_model_len %d: %s", prompt_source, self.max_model_len, source
+        )
         model = load_causal_lm(self.model_dir, dtype=self.settings.dtype, device=device)
         version = self.metrics.model_version
         self.batcher = ContinuousBatcher(
@@ -91,7 +102,7 @@ class TransformersLLM(kserve.Model):
             max_batch_size=self.settings.max_batch_size,
             batch_wait_ms=self.settings.batch_wait_ms,
             max_queue=self.settings.max_queue,
-            max_model_len=self.settings.max_model_len,
+            max_model_len=self.max_model_len,
             on_step=lambda n: self.metrics.batch_size.labels(version).observe(n),
         )
         log.info(
@@ -125,7 +136,7 @@ class TransformersLLM(kserve.Model):
         self, req: oa.SamplingFields, prompt_len: int, top_logprobs: int
     ) -> SamplingParams:
         """Sampling settings, with vLLM's context-length check as a 400."""
-        limit = self.settings.max_model_len
+        limit = self.max_model_len
         if prompt_len >= limit:
             raise oa.APIError(
                 400,
@@ -279,9 +290,11 @@ class OpenAIRoutes:
         return name
 
     async def models(self) -> dict:
-        return oa.model_list(
-            self.names, self.llm.created, self.llm.settings.max_model_len, str(self.llm.model_dir)
-        )
+        llm = self.llm
+        body = oa.model_list(self.names, llm.created, llm.max_model_len, str(llm.model_dir))
+        for entry in body["data"]:  # the model card: trained values from taigimed.json
+            entry["taigimed"] = serving_card(llm.spec, max_model_len=llm.max_model_len)
+        return body
 
     async def chat(self, request: Request) -> Response:
         return await self._generate(
