@@ -166,3 +166,18 @@ def _admission(cfg: ServeConfig):
     from taigimed.serve.metrics import GuardMetrics
 
     return Admission(cfg.limits, GuardMetrics("t"), set(), set())
+
+
+def test_data_prep_and_eval_flag_figure_questions_with_one_detector():
+    """MedQA's figure flag in eval breakdowns is the same test data prep drops items with: a
+    question that only mentions an ECG (心電圖) is not a figure question in either."""
+    from taigimed.data.normalise import needs_figure
+    from taigimed.eval.mcq import derive_flags
+
+    for question in (
+        "胸部X光如附圖，最可能的診斷為何？",
+        "心電圖顯示 ST 段上升，下一步？",
+        "圖A 所示為何",
+    ):
+        assert derive_flags(question)["figure"] == needs_figure(question), question
+    assert not derive_flags("心電圖顯示 ST 段上升，下一步？")["figure"]
