@@ -240,7 +240,7 @@ def test_each_predictor_revision_names_its_version(env):
     isvc = by_kind(objs, "InferenceService")[0]
     model = isvc["spec"]["predictor"]["model"]
     version = {e["name"]: e["value"] for e in model["env"]}["TAIGIMED_MODEL_VERSION"]
-    assert f"/registry/{version}/model" in model["storageUri"]
+    assert f"/registry/versions/{version}/model" in model["storageUri"]
     runtime = next(
         r for r in by_kind(objs, "ServingRuntime") if r["metadata"]["name"] == model["runtime"]
     )

@@ -62,6 +62,10 @@ def register(subparsers: Any) -> None:
     status = actions.add_parser("status", help="print the rollout state read from git")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    for sub in (step, actions.choices["promote"]):
+        sub.add_argument(
+            "--registry", help="registry root whose champion follows a promotion (plan: registry)"
+        )
     for sub in (start, step, status, rollback, actions.choices["promote"]):
         sub.add_argument("overrides", nargs="*", default=[], help="plan overrides key=value")
     parser.set_defaults(func=run)
@@ -103,6 +107,8 @@ def run(args: argparse.Namespace) -> int:
             plan.prometheus_url = args.prometheus
         if args.push:
             plan.git.push = True
+        if getattr(args, "registry", None):
+            plan.registry = args.registry
         machine = build_machine(args, plan)
         return dispatch(args, plan, machine)
     except (ConfigError, OverlayError, RolloutError, PrometheusError) as err:
@@ -119,7 +125,7 @@ def dispatch(args: argparse.Namespace, plan: RolloutPlan, machine: RolloutMachin
             print(describe(state, plan))
         return 0
     if args.action == "start":
-        uri = resolve_storage_uri(args.version, args.storage_uri, args.registry or plan.registry)
+        uri = resolve_storage_uri(args.version, args.storage_uri, plan.registry)
         outcome = machine.start(args.version, uri)
     elif args.action == "step":
         if args.wait > 0:

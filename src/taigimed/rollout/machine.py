@@ -49,6 +49,26 @@ class StepOutcome:
 Applier = Callable[[RolloutState], None]
 
 
+def sync_champion(registry_root: str, state: RolloutState) -> str | None:
+    """Point the registry's champion at the overlay's stable version, when they differ.
+
+    The prod overlay in git is the one record of what serves; the registry's champion pointer
+    (which the next pipeline run's gate compares candidates against) is derived from it. It is
+    called after a promotion only: a canary that is started or rolled back changes nothing.
+    Returns the new champion, or None when the pointer already agreed.
+    """
+    from taigimed.registry import Registry
+
+    if state.phase != "stable" or not registry_root:
+        return None
+    registry = Registry(registry_root)
+    if registry.champion() == state.stable_version:
+        return None
+    registry.set_champion(state.stable_version)
+    log.info("registry champion -> %s (promoted in the prod overlay)", state.stable_version)
+    return state.stable_version
+
+
 class RolloutMachine:
     """Drive one InferenceService's canary through the plan, one git commit per transition."""
 
@@ -59,8 +79,12 @@ class RolloutMachine:
         repo: GitRepo,
         prometheus: Prometheus | None = None,
         applier: Applier | None = None,
+        registry_root: str | None = None,
     ) -> None:
+        """``registry_root`` (default: the plan's ``registry``) gets its champion moved on
+        promotion; empty: no registry to keep in step (e.g. a plan used only for analysis)."""
         self.plan = plan
+        self.registry_root = plan.registry if registry_root is None else registry_root
         self.overlay = overlay
         self.repo = repo
         self.prometheus = prometheus
@@ -160,6 +184,8 @@ class RolloutMachine:
             f"(stable {state.stable_version} -> {state.canary_version})",
             reason,
         )
+        # Only after the commit: the champion follows git, never the other way round.
+        sync_champion(self.registry_root, new)
         return StepOutcome("promoted", new, commits=[sha])
 
     def rollback(self, reason: str = "rolled back by hand") -> StepOutcome:

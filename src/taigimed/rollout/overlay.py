@@ -225,6 +225,21 @@ class GitRepo:
         self._git(self.root, "push", remote, f"HEAD:{target}")
         log.info("pushed to %s/%s", remote, target)
 
+    @classmethod
+    def clone(cls, url: str, dest: Path) -> Path:
+        """Clone ``url`` (a URL or a bare repo path) into ``dest``; return ``dest``."""
+        cls._git(dest.parent, "clone", "--quiet", url, str(dest))
+        return dest
+
+    def pull(self, remote: str = "origin", branch: str = "") -> None:
+        """Fast-forward to the remote before a transition, so the push is not rejected as
+        stale; a repo without that remote (a plain local work tree) is left as it is."""
+        remotes = self._git(self.root, "remote").split()
+        if remote not in remotes:
+            return
+        target = branch or self._git(self.root, "rev-parse", "--abbrev-ref", "HEAD").strip()
+        self._git(self.root, "pull", "--quiet", "--ff-only", remote, target)
+
     def log(self, path: str | Path, limit: int = 20) -> list[str]:
         """Subjects of the last commits touching ``path``, newest first."""
         rel = str(Path(path).resolve().relative_to(self.root.resolve()))
