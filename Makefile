@@ -70,6 +70,9 @@ render: setup ## render every kustomize overlay into runs/rendered/
 	  $(VENV)/bin/kubectl kustomize manifests/overlays/$$env > runs/rendered/$$env.yaml && echo "rendered runs/rendered/$$env.yaml"; \
 	done
 
+rehearsal: setup test-deps vllm-env ## canary rehearsal on this machine: pipeline -> GitOps -> vLLM + guard + Prometheus -> rollback, promote
+	$(PY) -m taigimed.rollout.rehearsal
+
 bench: setup ## benchmarks; results in bench/results/*.json
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 

@@ -279,8 +279,8 @@ class UnattributedErrorCheck(Check):
             f"(sum(increase(taigimed_requests_total{errors}[{ctx.window}])) or vector(0))"
             f" / sum(increase(taigimed_requests_total{ctx.selector(None, route)}[{ctx.window}]))"
         )
-        if share is None:  # no requests at all: the traffic check already waits
-            return self.result("pass", None, None, "no requests to judge")
+        if share is None:  # no requests at all: no data is inconclusive, never a pass
+            return self.result("wait", None, None, "no requests to judge")
         limit = ctx.thresholds.max_error_rate
         if share > limit:
             return self.result(

@@ -34,6 +34,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--prometheus", help="Prometheus base URL (plan: prometheus_url)")
     parser.add_argument("--push", action="store_true", help="git push after each commit")
     parser.add_argument(
+        "--probe-url",
+        help="guard URL for probe requests when the canary has too few (plan: probes.url)",
+    )
+    parser.add_argument(
         "--apply",
         choices=["git", "kube"],
         default="git",
@@ -75,6 +79,10 @@ def build_machine(args: argparse.Namespace, plan: RolloutPlan) -> RolloutMachine
     """Wire plan, overlay, git, Prometheus and (optionally) the kube patcher together."""
     overlay = ProdOverlay(plan.overlay, plan.inference_service)
     repo = GitRepo(plan.overlay, author=plan.git.author or None)
+    if plan.git.push and args.action != "status":
+        # Commits are pushed: start from the remote's head (the deploy step may have pushed
+        # the canary's start since this clone last pulled), or the push is rejected.
+        repo.pull(plan.git.remote, plan.git.branch)
     applier = None
     if args.apply == "kube":
         from taigimed.rollout.kube import KubePatcher
@@ -107,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
             plan.prometheus_url = args.prometheus
         if args.push:
             plan.git.push = True
+        if args.probe_url:
+            plan.probes.url = args.probe_url
         if getattr(args, "registry", None):
             plan.registry = args.registry
         machine = build_machine(args, plan)

@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from taigimed.rollout.analysis import Analysis, Prometheus, analyse
+from taigimed.rollout.analysis import Analysis, CheckResult, Prometheus, analyse
 from taigimed.rollout.overlay import GitRepo, ProdOverlay, RolloutState
 from taigimed.rollout.plan import RolloutPlan
+from taigimed.rollout.probes import probes_needed, send_probes
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ class RolloutMachine:
         promotion; empty: no registry to keep in step (e.g. a plan used only for analysis)."""
         self.plan = plan
         self.registry_root = plan.registry if registry_root is None else registry_root
+        self.sleep: Callable[[float], None] = time.sleep
         self.overlay = overlay
         self.repo = repo
         self.prometheus = prometheus
@@ -130,6 +132,8 @@ class RolloutMachine:
         if self.prometheus is None:
             raise RolloutError("step needs Prometheus: set prometheus_url in the plan")
         analysis = analyse(self.prometheus, self.plan, state.stable_version, state.canary_version)
+        if analysis.verdict == "wait" and self.plan.probes.url:
+            analysis = self._probe_and_reanalyse(state, analysis)
         verdict = analysis.verdict
         if verdict == "wait":
             log.info("not enough data yet: %s", analysis.summary())
@@ -225,6 +229,27 @@ class RolloutMachine:
         return StepOutcome("rolled_back", restored, commits=commits)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _probe_and_reanalyse(self, state: RolloutState, analysis: Analysis) -> Analysis:
+        """Too few canary requests: send the probes that fill the window, analyse again.
+
+        Only the traffic shortfall is filled; any other ``wait`` stays a wait. The red-flag
+        probes are judged too: one that was not escalated fails the step (``probes``)."""
+        traffic = next((r for r in analysis.results if r.name == "traffic"), None)
+        if traffic is None or traffic.verdict != "wait":
+            return analysis
+        count = probes_needed(
+            traffic.canary or 0.0, self.plan.thresholds.min_requests, state.canary_percent
+        )
+        report = send_probes(self.plan.probes, count)
+        self.sleep(self.plan.probes.settle_s)
+        again = analyse(self.prometheus, self.plan, state.stable_version, state.canary_version)
+        verdict = "fail" if report.missed_red_flags else "pass"
+        reason = report.line()
+        if report.missed_red_flags:
+            reason += f"; not escalated: {report.missed_red_flags[0]}"
+        again.results.append(CheckResult("probes", verdict, None, None, reason))
+        return again
 
     def _require_canary(self, action: str) -> RolloutState:
         state = self.overlay.read()

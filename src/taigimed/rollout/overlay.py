@@ -211,7 +211,12 @@ class GitRepo:
         """Commit exactly ``paths`` with ``message``; return the new commit's sha."""
         rel = [str(Path(p).resolve().relative_to(self.root.resolve())) for p in paths]
         self._git(self.root, "add", "--", *rel)
-        args = ["commit", "--quiet", "-m", message]
+        identity: list[str] = []
+        if self.author and not self._git_ok(self.root, "config", "user.email"):
+            # No committer identity here (a fresh pod or CI runner): commit as the author.
+            name, _, email = self.author.partition("<")
+            identity = ["-c", f"user.name={name.strip()}", "-c", f"user.email={email.strip('> ')}"]
+        args = [*identity, "commit", "--quiet", "-m", message]
         if self.author:
             args.append(f"--author={self.author}")
         self._git(self.root, *args, "--", *rel)
@@ -245,6 +250,12 @@ class GitRepo:
         rel = str(Path(path).resolve().relative_to(self.root.resolve()))
         out = self._git(self.root, "log", f"-{limit}", "--format=%s", "--", rel)
         return [line for line in out.splitlines() if line]
+
+    @staticmethod
+    def _git_ok(cwd: Path, *args: str) -> bool:
+        """Whether ``git args`` succeeds and prints something (e.g. a config value is set)."""
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+        return done.returncode == 0 and bool(done.stdout.strip())
 
     @staticmethod
     def _git(cwd: Path, *args: str) -> str:
