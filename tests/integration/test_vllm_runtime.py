@@ -25,6 +25,7 @@ import pytest
 
 from taigimed.serve.runtime import (
     RuntimeProcess,
+    cpu_env,
     free_port,
     readiness_path,
     runtime_command,
@@ -37,8 +38,6 @@ MANIFEST = REPO_ROOT / "manifests/base/servingruntime-vllm.yaml"
 VLLM_PYTHON = REPO_ROOT / ".venv-vllm/bin/python"
 VERSION = "v7"
 FALLBACK = "unknown"
-# What the pod needs beyond the manifest on a CPU: no hub, and a small KV cache (GiB).
-CPU_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 # The guard as the InferenceService's transformer runs it (manifests/base/inferenceservice.yaml).
 GUARD_ENV = {"TAIGIMED_PREDICTOR_OPENAI_PREFIX": "/v1", "TAIGIMED_PREDICTOR_HEALTH_CHECK": "false"}
 QUESTION = "我這兩工咧咳嗽，喉嚨嘛小可仔痛，愛按怎照顧家己？"
@@ -51,7 +50,7 @@ def vllm(tmp_path_factory, smollm2_dir) -> Iterator[RuntimeProcess]:
     work = tmp_path_factory.mktemp("vllm")
     port = free_port()
     cmd = runtime_command(
-        MANIFEST, smollm2_dir, port, VERSION, str(VLLM_PYTHON), work, extra_env=CPU_ENV
+        MANIFEST, smollm2_dir, port, VERSION, str(VLLM_PYTHON), work, extra_env=cpu_env()
     )
     runtime = RuntimeProcess(cmd, port, work / "vllm.log")
     try:

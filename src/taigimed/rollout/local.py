@@ -36,6 +36,7 @@ import yaml
 
 from taigimed.serve.runtime import (
     RuntimeProcess,
+    cpu_env,
     free_port,
     readiness_path,
     runtime_command,
@@ -48,8 +49,6 @@ KUBECTL = REPO_ROOT / ".venv/bin/kubectl"
 VLLM_RUNTIME = "taigimed-vllm"
 # The OpenAI route prefix each runtime serves (the guard's TAIGIMED_PREDICTOR_OPENAI_PREFIX).
 RUNTIME_PREFIX = {VLLM_RUNTIME: "/v1", "taigimed-cpu": "/openai/v1"}
-# Environment a runtime needs on a CPU machine beyond its manifest (no hub; vLLM's KV cache).
-CPU_ENV = {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": "1"}
 
 
 @dataclass
@@ -289,7 +288,7 @@ class LocalApplier:
         port = free_port()
         work = self.workdir / f"revision-{revision.version}"
         cmd = runtime_command(
-            manifest, model_dir, port, revision.version, self.pythons[runtime], work, CPU_ENV
+            manifest, model_dir, port, revision.version, self.pythons[runtime], work, cpu_env()
         )
         process = RuntimeProcess(cmd, port, work / "runtime.log")
         self.revisions[revision.version] = process

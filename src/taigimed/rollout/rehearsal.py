@@ -294,11 +294,14 @@ class Users:
         self.answers: Counter[tuple[int, str]] = Counter()
         self.lock = threading.Lock()
         self.stopping = threading.Event()
+        self.running = threading.Event()  # cleared: the clients pause (during pipeline runs)
         self.threads = [threading.Thread(target=self.loop, daemon=True) for _ in range(clients)]
 
     def loop(self) -> None:
         with httpx.Client(timeout=300) as client:
             while not self.stopping.is_set():
+                if not self.running.wait(timeout=0.5):
+                    continue
                 with self.lock:
                     if self.sent >= self.max_requests:
                         return
@@ -319,11 +322,19 @@ class Users:
                     self.answers[key] += 1
 
     def start(self) -> None:
+        self.running.set()
         for t in self.threads:
             t.start()
 
+    def pause(self) -> None:
+        self.running.clear()
+
+    def resume(self) -> None:
+        self.running.set()
+
     def stop(self) -> None:
         self.stopping.set()
+        self.running.set()
         for t in self.threads:
             t.join(timeout=320)
 
@@ -331,20 +342,55 @@ class Users:
 # -- one scenario -----------------------------------------------------------------------------
 
 
+@dataclass
+class PipelineRun:
+    """What `taigimed pipeline run --local` reported."""
+
+    passed: bool
+    version: str | None
+    seconds: float
+    log: Path
+    reasons: list[str]
+
+
 def run_pipeline(
     work: Path, profile: Path, registry: Registry, remote: Path, plan: Path, seed: int
-):
-    """The Kubeflow pipeline (kfp.local) with ``gitops_repo``: the deploy step pushes the
-    canary's start to the GitOps remote. ``seed`` varies the training run between scenarios."""
-    from taigimed.pipeline.run import run_local
-
+) -> PipelineRun:
+    """`taigimed pipeline run --local` (kfp.local) with ``gitops_repo``: the deploy step pushes
+    the canary's start to the GitOps remote. ``seed`` varies the training between scenarios.
+    KFP's own logs go to a file; the rehearsal prints the summary."""
     params = dict(
         TINY_PARAMS,
         train_overrides=TINY_PARAMS["train_overrides"] + f" seed={seed}",
         gitops_repo=str(remote),
         rollout_plan=str(plan),
     )
-    return run_local(work / "pipeline", str(profile), registry.root, params)
+    argv = [
+        str(REPO_ROOT / ".venv/bin/taigimed"),
+        "pipeline",
+        "run",
+        "--local",
+        "--profile",
+        str(profile),
+        "--run-dir",
+        str(work / "pipeline"),
+        "--registry",
+        registry.root,
+    ]
+    for key, value in params.items():
+        argv += ["--param", f"{key}={value}"]
+    log_path = work / f"pipeline-seed{seed}.log"
+    started = time.monotonic()
+    with log_path.open("w") as log_file:
+        done = subprocess.run(argv, stdout=log_file, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+    text = log_path.read_text(errors="replace")
+    version = None
+    for line in text.splitlines():
+        if "registered version " in line:
+            version = line.rsplit("registered version ", 1)[1].strip()
+    passed = done.returncode == 0 and "gate: PASSED" in text
+    reasons = [ln.strip()[2:] for ln in text.splitlines() if ln.startswith("  - ")]
+    return PipelineRun(passed, version, time.monotonic() - started, log_path, reasons)
 
 
 def inject_fault(registry: Registry, version: str) -> Path:
@@ -373,7 +419,9 @@ def rollout_step(plan: Path, operator: Path) -> tuple[int, str]:
         text=True,
         cwd=operator,
     )
-    return done.returncode, (done.stdout + done.stderr).strip()
+    # Its report is stdout; its log lines (stderr) only matter when it failed.
+    text = done.stdout if done.returncode in (0, 3, 4) else done.stdout + done.stderr
+    return done.returncode, text.strip()
 
 
 def scenario(
@@ -389,12 +437,16 @@ def scenario(
     champion_before = registry.champion()
     say(f"== scenario {name}: champion {champion_before}")
     say("pipeline run (kfp.local, tiny profile) with gitops_repo: train, evaluate, gate, ...")
+    users: Users = ctx["users"]
+    users.pause()  # the machine's two cores go to the pipeline; users return with the canary
     started = time.monotonic()
     result = run_pipeline(
         settings.workdir, ctx["profile"], registry, ctx["remote"], ctx["plan"], seed
     )
     if not result.passed or not result.version:
-        raise RuntimeError(f"pipeline did not register a candidate: {result.reasons}")
+        raise RuntimeError(
+            f"pipeline did not register a candidate ({result.reasons}); log: {result.log}"
+        )
     version = result.version
     subject = git(ctx["remote"], "log", "-1", "--format=%s", "main").strip()
     took = time.monotonic() - started
@@ -405,6 +457,7 @@ def scenario(
         say(f"fault injected into {version}: {path.name} raises (every chat is a 5xx)")
     say("applier (Argo CD stand-in) syncs: kubectl kustomize the prod overlay, start revisions")
     applier.sync()
+    users.resume()
     applied = applier.history[-1]
     fault_at = applied.at
     say(f"serving: stable {applied.stable}, canary {applied.canary} at {applied.percent}%")
@@ -501,6 +554,7 @@ def rehearse(settings: Settings, scenarios: tuple[str, ...] = ("rollback", "prom
             "splitter": splitter,
         }
         users = Users(guard, settings.clients, settings.max_user_requests)
+        ctx["users"] = users
         users.start()
         most = settings.max_user_requests
         say(f"synthetic users: {settings.clients} clients, at most {most} requests")
@@ -563,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     from taigimed.utils import setup_logging
 
     setup_logging("WARNING")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     if args.workdir.exists():
         shutil.rmtree(args.workdir)
     settings = Settings(workdir=args.workdir, interval_s=args.interval, results=args.results)

@@ -23,6 +23,19 @@ MODEL_MOUNT = "/mnt/models"  # where KServe's storage-initializer puts the model
 POD_TMP = "/tmp"  # the runtime's emptyDir
 
 
+def cpu_env() -> dict[str, str]:
+    """What vLLM needs on a CPU machine beyond its manifest: no hub, a 1 GiB KV cache, and its
+    compile cache kept across starts (in a pod it is an emptyDir; here a second start reuses
+    the compiled graphs instead of spending a minute on them again)."""
+    from taigimed.models import cache_root
+
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_CACHE_ROOT": str(cache_root() / "vllm-cache"),
+    }
+
+
 class RuntimeManifestError(RuntimeError):
     """The ServingRuntime YAML does not have the shape this launcher substitutes into."""
 
