@@ -20,9 +20,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from taigimed.serve.metrics import PROBE_HEADER  # one name for the guard and the rollout
+
 log = logging.getLogger(__name__)
 
-PROBE_HEADER = "x-taigimed-probe"
 PROBE_USER = "taigimed-rollout-probe"
 # Routine questions (answered by the model: these are what reach the canary).
 ROUTINE = (
