@@ -73,7 +73,7 @@ render: setup ## render every kustomize overlay into runs/rendered/
 rehearsal: setup test-deps vllm-env ## canary rehearsal on this machine: pipeline -> GitOps -> vLLM + guard + Prometheus -> rollback, promote
 	$(PY) -m taigimed.rollout.rehearsal
 
-bench: setup ## benchmarks; results in bench/results/*.json
+bench: setup vllm-env ## benchmarks; results in bench/results/*.json
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 tf-check: setup ## static Terraform checks (terraform fmt where the binary exists)
