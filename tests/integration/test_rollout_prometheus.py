@@ -357,7 +357,7 @@ def history(gitops: Path) -> list[str]:
 def test_healthy_canary_is_promoted_step_by_step(serving, prometheus, gitops):
     guard, split = serving["guard"], serving["split"]
     machine = rollout(gitops, prometheus, split)
-    machine.start("v2", "file:///registry/v2/model")
+    machine.start("v2", "file:///registry/versions/v2/model")
     answers = drive_traffic(guard, split, "v2", need=15)
     # One guard, two versions: every answer names the predictor that produced it.
     assert set(answers) == {(200, "v1"), (200, "v2")}, answers
@@ -391,7 +391,7 @@ def test_healthy_canary_is_promoted_step_by_step(serving, prometheus, gitops):
 def test_erroring_canary_is_rolled_back(serving, prometheus, gitops):
     guard, split = serving["guard"], serving["split"]
     machine = rollout(gitops, prometheus, split)
-    machine.start("v3", "file:///registry/v3/model")
+    machine.start("v3", "file:///registry/versions/v3/model")
     answers = drive_traffic(guard, split, "v3", need=15)
     assert {a for a in answers if a[0] != 200} == {(502, None)}, answers
     assert {a for a in answers if a[0] == 200} == {(200, "v1")}, answers
@@ -411,4 +411,4 @@ def test_erroring_canary_is_rolled_back(serving, prometheus, gitops):
         "rollout: restore stable v1 after rolling back v3",
     ]
     patch = (gitops / "manifests/overlays/prod/inferenceservice-patch.yaml").read_text()
-    assert "registry/v1/model" in patch and "v3" not in patch
+    assert "registry/versions/v1/model" in patch and "v3" not in patch

@@ -389,6 +389,24 @@ def test_metrics_exposed_with_model_version_and_incremented(guard):
         assert all(f'model_version="{VERSION}"' in x for x in series), name
 
 
+def test_rollout_probes_are_counted_apart_from_user_requests(guard):
+    """A request with the rollout's probe header counts under ``chat_probe``, never ``chat``."""
+    user = {"model_version": VERSION, "route": "chat", "status_code": "200"}
+    probe = {**user, "route": "chat_probe"}
+    users_before = metric(guard.url, "taigimed_requests_total", **user)
+    probes_before = metric(guard.url, "taigimed_requests_total", **probe)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "頭殼痛"}], "max_tokens": 4}
+    resp = httpx.post(
+        f"{guard.url}/openai/v1/chat/completions",
+        json=body,
+        headers={"x-taigimed-probe": "rollout"},
+        timeout=60,
+    )
+    assert resp.status_code == 200
+    assert metric(guard.url, "taigimed_requests_total", **probe) == probes_before + 1
+    assert metric(guard.url, "taigimed_requests_total", **user) == users_before
+
+
 @pytest.mark.parametrize(
     ("payload", "status", "needle"),
     [

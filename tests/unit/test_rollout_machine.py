@@ -24,7 +24,7 @@ from taigimed.rollout.overlay import GitRepo, OverlayError, ProdOverlay, Rollout
 from taigimed.rollout.plan import RolloutPlan, Thresholds, load_plan
 from taigimed.utils import REPO_ROOT
 
-V2_URI = "s3://taigimed-models/registry/v2/model"
+V2_URI = "s3://taigimed-models/registry/versions/v2/model"
 
 
 def git(cwd: Path, *args: str) -> str:
@@ -105,7 +105,7 @@ def test_rollback_drains_then_restores_stable_in_two_commits(gitops):
     state = m.status()
     assert state.phase == "stable" and state.stable_version == "v1"
     assert (
-        "s3://taigimed-models/registry/v1/model"
+        "s3://taigimed-models/registry/versions/v1/model"
         in (gitops / "manifests/overlays/prod/inferenceservice-patch.yaml").read_text()
     )
 
@@ -127,10 +127,18 @@ def test_every_commit_keeps_the_served_version_with_its_storage_uri(gitops):
     assert patch_at(gitops, "HEAD") == (V2_URI, "v2", 10)
     m.rollback()
     assert patch_at(gitops, "HEAD~1") == (V2_URI, "v2", 0)  # drained, same revisions
-    assert patch_at(gitops, "HEAD") == ("s3://taigimed-models/registry/v1/model", "v1", 100)
-    m.start("v3", "s3://taigimed-models/registry/v3/model")
+    assert patch_at(gitops, "HEAD") == (
+        "s3://taigimed-models/registry/versions/v1/model",
+        "v1",
+        100,
+    )
+    m.start("v3", "s3://taigimed-models/registry/versions/v3/model")
     m.promote()
-    assert patch_at(gitops, "HEAD") == ("s3://taigimed-models/registry/v3/model", "v3", 100)
+    assert patch_at(gitops, "HEAD") == (
+        "s3://taigimed-models/registry/versions/v3/model",
+        "v3",
+        100,
+    )
 
 
 def test_hand_edited_version_is_reported(gitops):

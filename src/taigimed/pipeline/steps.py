@@ -217,29 +217,71 @@ def register_step(candidate_dir: str, eval_dir: str, gate_dir: str, registry_roo
 
 
 def deploy_canary_step(version: str, registry_root: str, gitops_repo: str, plan: str) -> str:
-    """Make ``version`` the champion and, with a GitOps checkout, start its canary there.
+    """Deploy a registered version: start its canary in the GitOps prod overlay, or (with no
+    GitOps repo) make it the champion at once.
 
-    Locally (no ``gitops_repo``) the champion pointer is the deployment: ``taigimed serve``
-    and the next run's gate read it. On a cluster the rollout tool writes the new
-    ``storageUri`` and the first ``canaryTrafficPercent`` into the prod overlay and commits;
-    Argo CD applies it and ``taigimed rollout step`` takes it from there.
+    On a cluster the prod overlay in git is what serves. The step starts the canary through the
+    rollout state machine's own entry point (``RolloutMachine.start``): the registry's storage
+    URI and the first ``canaryTrafficPercent`` written into the overlay, one commit, pushed so
+    that Argo CD (which watches the remote) applies it. The registry's champion does NOT move
+    here: ``taigimed rollout step`` moves it when the canary is promoted, and a rollback leaves
+    it where it was, so the next run's gate never compares against an unjudged model.
+
+    Locally (no ``gitops_repo``) there is no rollout to judge a canary: the champion pointer is
+    the deployment, read by ``taigimed serve`` and the next run's gate.
+
+    ``gitops_repo`` is a git work tree (a clone of the repo Argo CD watches) or a URL / bare
+    repo, which is cloned into a temporary folder first. ``plan`` is a rollout plan YAML (its
+    ``overlay`` is taken relative to the GitOps repo); empty: the default plan.
     """
     from taigimed.registry import Registry
 
     registry = Registry(registry_root)
-    registry.set_champion(version)
     if not gitops_repo:
+        registry.set_champion(version)
         return f"champion={version} (local: no GitOps repo given, nothing to roll out)"
-    from taigimed.rollout.machine import start_canary
-
     with in_project_home():
-        state = start_canary(
-            repo=Path(gitops_repo),
-            version=version,
-            storage_uri=registry.storage_uri(version),
-            plan_path=Path(plan) if plan else None,
+        outcome = start_canary_in_gitops(
+            gitops_repo, version, registry.storage_uri(version), plan, registry_root
         )
-    return f"champion={version}; canary started: {state}"
+    state = outcome.state
+    return (
+        f"canary {version} started at {state.canary_percent}% (stable {state.stable_version}, "
+        f"still champion); commit {outcome.commits[0][:10]} pushed"
+    )
+
+
+def start_canary_in_gitops(
+    gitops_repo: str, version: str, storage_uri: str, plan_path: str, registry_root: str
+) -> Any:
+    """Clone (if needed), bring the work tree up to date, start the canary, push."""
+    import tempfile
+
+    from taigimed.rollout.machine import RolloutMachine
+    from taigimed.rollout.overlay import GitRepo, ProdOverlay
+    from taigimed.rollout.plan import load_plan
+
+    rollout_plan = load_plan(plan_path or None)
+    # A commit that stays in this pod's clone is lost: the step always pushes.
+    rollout_plan.git.push = True
+    with contextlib.ExitStack() as stack:
+        checkout = Path(gitops_repo)
+        if not (checkout / ".git").exists():
+            tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="taigimed-gitops-"))
+            checkout = GitRepo.clone(gitops_repo, Path(tmp) / "repo")
+        repo = GitRepo(checkout, author=rollout_plan.git.author or None)
+        repo.pull(rollout_plan.git.remote, rollout_plan.git.branch)
+        overlay_dir = rollout_plan.overlay
+        if not overlay_dir.is_absolute():
+            overlay_dir = repo.root / overlay_dir
+        rollout_plan.overlay = overlay_dir
+        machine = RolloutMachine(
+            rollout_plan,
+            ProdOverlay(overlay_dir, rollout_plan.inference_service),
+            repo,
+            registry_root=registry_root,
+        )
+        return machine.start(version, storage_uri)
 
 
 def record_rejection(reasons: list[str], out_dir: str) -> str:

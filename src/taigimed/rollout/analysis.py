@@ -28,7 +28,13 @@ from typing import Literal
 import requests
 
 from taigimed.rollout.plan import RolloutPlan, Thresholds
-from taigimed.serve.metrics import ESCALATIONS, FEEDBACK, REQUEST_LATENCY_BUCKET, REQUESTS
+from taigimed.serve.metrics import (
+    ESCALATIONS,
+    FEEDBACK,
+    PROBE_ROUTE_SUFFIX,
+    REQUEST_LATENCY_BUCKET,
+    REQUESTS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -280,8 +286,8 @@ class UnattributedErrorCheck(Check):
             f"(sum(increase({REQUESTS}{errors}[{ctx.window}])) or vector(0))"
             f" / sum(increase({REQUESTS}{ctx.selector(None, route)}[{ctx.window}]))"
         )
-        if share is None:  # no requests at all: the traffic check already waits
-            return self.result("pass", None, None, "no requests to judge")
+        if share is None:  # no requests at all: no data is inconclusive, never a pass
+            return self.result("wait", None, None, "no requests to judge")
         limit = ctx.thresholds.max_error_rate
         if share > limit:
             return self.result(
@@ -338,7 +344,8 @@ def analyse(
         window=plan.window,
         thresholds=plan.thresholds,
         label_selector=plan.label_selector,
-        route_regex=plan.route_regex,
+        # User routes and the same routes' probes (counted as <route>_probe by the guard).
+        route_regex=f"({plan.route_regex})({PROBE_ROUTE_SUFFIX})?",
         unattributed_version=plan.unattributed_version,
     )
     analysis = Analysis([cls().evaluate(prom, ctx) for cls in checks])

@@ -34,6 +34,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--prometheus", help="Prometheus base URL (plan: prometheus_url)")
     parser.add_argument("--push", action="store_true", help="git push after each commit")
     parser.add_argument(
+        "--probe-url",
+        help="guard URL for probe requests when the canary has too few (plan: probes.url)",
+    )
+    parser.add_argument(
         "--apply",
         choices=["git", "kube"],
         default="git",
@@ -62,6 +66,10 @@ def register(subparsers: Any) -> None:
     status = actions.add_parser("status", help="print the rollout state read from git")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
+    for sub in (step, actions.choices["promote"]):
+        sub.add_argument(
+            "--registry", help="registry root whose champion follows a promotion (plan: registry)"
+        )
     for sub in (start, step, status, rollback, actions.choices["promote"]):
         sub.add_argument("overrides", nargs="*", default=[], help="plan overrides key=value")
     parser.set_defaults(func=run)
@@ -71,6 +79,10 @@ def build_machine(args: argparse.Namespace, plan: RolloutPlan) -> RolloutMachine
     """Wire plan, overlay, git, Prometheus and (optionally) the kube patcher together."""
     overlay = ProdOverlay(plan.overlay, plan.inference_service)
     repo = GitRepo(plan.overlay, author=plan.git.author or None)
+    if plan.git.push and args.action != "status":
+        # Commits are pushed: start from the remote's head (the deploy step may have pushed
+        # the canary's start since this clone last pulled), or the push is rejected.
+        repo.pull(plan.git.remote, plan.git.branch)
     applier = None
     if args.apply == "kube":
         from taigimed.rollout.kube import KubePatcher
@@ -103,6 +115,10 @@ def run(args: argparse.Namespace) -> int:
             plan.prometheus_url = args.prometheus
         if args.push:
             plan.git.push = True
+        if args.probe_url:
+            plan.probes.url = args.probe_url
+        if getattr(args, "registry", None):
+            plan.registry = args.registry
         machine = build_machine(args, plan)
         return dispatch(args, plan, machine)
     except (ConfigError, OverlayError, RolloutError, PrometheusError) as err:
@@ -119,7 +135,7 @@ def dispatch(args: argparse.Namespace, plan: RolloutPlan, machine: RolloutMachin
             print(describe(state, plan))
         return 0
     if args.action == "start":
-        uri = resolve_storage_uri(args.version, args.storage_uri, args.registry or plan.registry)
+        uri = resolve_storage_uri(args.version, args.storage_uri, plan.registry)
         outcome = machine.start(args.version, uri)
     elif args.action == "step":
         if args.wait > 0:

@@ -25,9 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from taigimed.rollout.analysis import Analysis, Prometheus, analyse
+from taigimed.rollout.analysis import Analysis, CheckResult, Prometheus, analyse
 from taigimed.rollout.overlay import GitRepo, ProdOverlay, RolloutState
 from taigimed.rollout.plan import RolloutPlan
+from taigimed.rollout.probes import probes_needed, send_probes
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,26 @@ class StepOutcome:
 Applier = Callable[[RolloutState], None]
 
 
+def sync_champion(registry_root: str, state: RolloutState) -> str | None:
+    """Point the registry's champion at the overlay's stable version, when they differ.
+
+    The prod overlay in git is the one record of what serves; the registry's champion pointer
+    (which the next pipeline run's gate compares candidates against) is derived from it. It is
+    called after a promotion only: a canary that is started or rolled back changes nothing.
+    Returns the new champion, or None when the pointer already agreed.
+    """
+    from taigimed.registry import Registry
+
+    if state.phase != "stable" or not registry_root:
+        return None
+    registry = Registry(registry_root)
+    if registry.champion() == state.stable_version:
+        return None
+    registry.set_champion(state.stable_version)
+    log.info("registry champion -> %s (promoted in the prod overlay)", state.stable_version)
+    return state.stable_version
+
+
 class RolloutMachine:
     """Drive one InferenceService's canary through the plan, one git commit per transition."""
 
@@ -59,8 +80,13 @@ class RolloutMachine:
         repo: GitRepo,
         prometheus: Prometheus | None = None,
         applier: Applier | None = None,
+        registry_root: str | None = None,
     ) -> None:
+        """``registry_root`` (default: the plan's ``registry``) gets its champion moved on
+        promotion; empty: no registry to keep in step (e.g. a plan used only for analysis)."""
         self.plan = plan
+        self.registry_root = plan.registry if registry_root is None else registry_root
+        self.sleep: Callable[[float], None] = time.sleep
         self.overlay = overlay
         self.repo = repo
         self.prometheus = prometheus
@@ -106,6 +132,8 @@ class RolloutMachine:
         if self.prometheus is None:
             raise RolloutError("step needs Prometheus: set prometheus_url in the plan")
         analysis = analyse(self.prometheus, self.plan, state.stable_version, state.canary_version)
+        if analysis.verdict == "wait" and self.plan.probes.url:
+            analysis = self._probe_and_reanalyse(state, analysis)
         verdict = analysis.verdict
         if verdict == "wait":
             log.info("not enough data yet: %s", analysis.summary())
@@ -160,6 +188,8 @@ class RolloutMachine:
             f"(stable {state.stable_version} -> {state.canary_version})",
             reason,
         )
+        # Only after the commit: the champion follows git, never the other way round.
+        sync_champion(self.registry_root, new)
         return StepOutcome("promoted", new, commits=[sha])
 
     def rollback(self, reason: str = "rolled back by hand") -> StepOutcome:
@@ -199,6 +229,27 @@ class RolloutMachine:
         return StepOutcome("rolled_back", restored, commits=commits)
 
     # -- helpers -------------------------------------------------------------------------
+
+    def _probe_and_reanalyse(self, state: RolloutState, analysis: Analysis) -> Analysis:
+        """Too few canary requests: send the probes that fill the window, analyse again.
+
+        Only the traffic shortfall is filled; any other ``wait`` stays a wait. The red-flag
+        probes are judged too: one that was not escalated fails the step (``probes``)."""
+        traffic = next((r for r in analysis.results if r.name == "traffic"), None)
+        if traffic is None or traffic.verdict != "wait":
+            return analysis
+        count = probes_needed(
+            traffic.canary or 0.0, self.plan.thresholds.min_requests, state.canary_percent
+        )
+        report = send_probes(self.plan.probes, count)
+        self.sleep(self.plan.probes.settle_s)
+        again = analyse(self.prometheus, self.plan, state.stable_version, state.canary_version)
+        verdict = "fail" if report.missed_red_flags else "pass"
+        reason = report.line()
+        if report.missed_red_flags:
+            reason += f"; not escalated: {report.missed_red_flags[0]}"
+        again.results.append(CheckResult("probes", verdict, None, None, reason))
+        return again
 
     def _require_canary(self, action: str) -> RolloutState:
         state = self.overlay.read()

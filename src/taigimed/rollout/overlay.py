@@ -211,7 +211,12 @@ class GitRepo:
         """Commit exactly ``paths`` with ``message``; return the new commit's sha."""
         rel = [str(Path(p).resolve().relative_to(self.root.resolve())) for p in paths]
         self._git(self.root, "add", "--", *rel)
-        args = ["commit", "--quiet", "-m", message]
+        identity: list[str] = []
+        if self.author and not self._git_ok(self.root, "config", "user.email"):
+            # No committer identity here (a fresh pod or CI runner): commit as the author.
+            name, _, email = self.author.partition("<")
+            identity = ["-c", f"user.name={name.strip()}", "-c", f"user.email={email.strip('> ')}"]
+        args = [*identity, "commit", "--quiet", "-m", message]
         if self.author:
             args.append(f"--author={self.author}")
         self._git(self.root, *args, "--", *rel)
@@ -225,11 +230,32 @@ class GitRepo:
         self._git(self.root, "push", remote, f"HEAD:{target}")
         log.info("pushed to %s/%s", remote, target)
 
+    @classmethod
+    def clone(cls, url: str, dest: Path) -> Path:
+        """Clone ``url`` (a URL or a bare repo path) into ``dest``; return ``dest``."""
+        cls._git(dest.parent, "clone", "--quiet", url, str(dest))
+        return dest
+
+    def pull(self, remote: str = "origin", branch: str = "") -> None:
+        """Fast-forward to the remote before a transition, so the push is not rejected as
+        stale; a repo without that remote (a plain local work tree) is left as it is."""
+        remotes = self._git(self.root, "remote").split()
+        if remote not in remotes:
+            return
+        target = branch or self._git(self.root, "rev-parse", "--abbrev-ref", "HEAD").strip()
+        self._git(self.root, "pull", "--quiet", "--ff-only", remote, target)
+
     def log(self, path: str | Path, limit: int = 20) -> list[str]:
         """Subjects of the last commits touching ``path``, newest first."""
         rel = str(Path(path).resolve().relative_to(self.root.resolve()))
         out = self._git(self.root, "log", f"-{limit}", "--format=%s", "--", rel)
         return [line for line in out.splitlines() if line]
+
+    @staticmethod
+    def _git_ok(cwd: Path, *args: str) -> bool:
+        """Whether ``git args`` succeeds and prints something (e.g. a config value is set)."""
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True)
+        return done.returncode == 0 and bool(done.stdout.strip())
 
     @staticmethod
     def _git(cwd: Path, *args: str) -> str:

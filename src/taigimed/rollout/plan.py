@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from taigimed.config import ConfigError, load_config
+from taigimed.rollout.probes import ProbeSettings
 
 WINDOW_RE = re.compile(r"^[1-9][0-9]*(s|m|h)$")
 
@@ -72,6 +73,8 @@ class RolloutPlan:
     registry: str = ""  # registry root (file://, s3://) for `start VERSION` without --storage-uri
     thresholds: Thresholds = field(default_factory=Thresholds)
     git: GitSettings = field(default_factory=GitSettings)
+    # Probe requests when the canary has too few (rollout/probes.py); no url: none are sent.
+    probes: ProbeSettings = field(default_factory=ProbeSettings)
 
     def validate(self) -> None:
         if not self.steps:

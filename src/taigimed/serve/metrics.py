@@ -29,6 +29,12 @@ REVIEW_BACKLOG = "taigimed_review_backlog"
 GUARD_OVERHEAD = "taigimed_guard_overhead_seconds"
 INFLIGHT = "taigimed_inflight_requests"
 
+# Probe requests (taigimed.rollout.probes) carry this header; the guard counts them under
+# ``<route>_probe`` (e.g. ``chat_probe``), so user-facing series (route chat, completions) never
+# include them while the rollout analysis matches both.
+PROBE_HEADER = "x-taigimed-probe"
+PROBE_ROUTE_SUFFIX = "_probe"
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 
 

@@ -46,6 +46,7 @@ from taigimed.serve.admission import Tracker, error_response
 from taigimed.serve.context import GuardContext
 from taigimed.serve.decision import Action
 from taigimed.serve.exchange import CHAT, COMPLETIONS, Exchange, Route, UpstreamAnswer
+from taigimed.serve.metrics import PROBE_HEADER, PROBE_ROUTE_SUFFIX
 from taigimed.serve.review_store import NewSession
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,11 @@ class OpenAIProxy:
     async def handle(self, route: Route, request: Request) -> Response:
         """Admission, auth, body limits and metrics around one OpenAI request."""
         admission = self.ctx.admission
+        label = route.name
+        if request.headers.get(PROBE_HEADER):
+            label += PROBE_ROUTE_SUFFIX  # the rollout's own probes: kept out of user series
         try:
-            tracker = admission.admit(route.name)
+            tracker = admission.admit(label)
         except oa.APIError as err:
             return error_response(err)
         status = 500
