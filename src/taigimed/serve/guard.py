@@ -58,7 +58,8 @@ from taigimed.serve import version as versioning
 from taigimed.serve.config import ServeConfig
 from taigimed.serve.kserve_app import build_app, import_kserve, serve, set_predictor_config
 from taigimed.serve.metrics import GuardMetrics
-from taigimed.serve.review_store import Conflict, NewSession, NotFound, ReviewStore
+from taigimed.serve.review_store import Conflict, NewSession, NotFound, ReviewStore, check_feedback
+from taigimed.serve.ui import mount_ui
 
 log = logging.getLogger(__name__)
 kserve = import_kserve()
@@ -802,22 +803,33 @@ class Guard:
         }
 
     async def feedback(self, request: Request) -> dict:
+        """A thumb (``rating``), a 1-5 ``score`` and/or a reported problem (``category`` +
+        ``comment``), stored with the session; only thumbs feed the feedback metric."""
         self._authorize(request, self.api_tokens)
         data = await self._json_body(request)
         session_id = self._text_field(data, "session_id", required=True)
-        rating = data.get("rating")
-        if rating not in ("up", "down"):
-            raise oa.APIError(400, "rating must be 'up' or 'down'", param="rating")
+        rating, score, category = data.get("rating"), data.get("score"), data.get("category")
+        try:
+            check_feedback(rating, score, category)
+        except ValueError as err:
+            raise oa.APIError(400, str(err), param="rating") from None
         comment = self._text_field(data, "comment", required=False)
         try:
             feedback_id, version = await asyncio.to_thread(
-                self.store.add_feedback, session_id, rating, comment
+                self.store.add_feedback, session_id, rating, comment, score, category
             )
         except NotFound:
             raise oa.APIError(404, f"no session {session_id}", param="session_id") from None
         # Feedback judges the version that answered the session, not this guard's label.
-        self.metrics.feedback.labels(version, rating).inc()
-        return {"id": feedback_id, "session_id": session_id, "rating": rating}
+        if rating is not None:
+            self.metrics.feedback.labels(version, rating).inc()
+        return {
+            "id": feedback_id,
+            "session_id": session_id,
+            "rating": rating,
+            "score": score,
+            "category": category,
+        }
 
     async def metrics_route(self) -> Response:
         return Response(self.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -862,6 +874,7 @@ def build_guard_app(cfg: ServeConfig, predictor_url: str) -> tuple[FastAPI, Guar
         [GuardModel(cfg.model_name, guard)], title="TaigiMed guard", on_shutdown=[guard.close]
     )
     guard.register(app)
+    mount_ui(app, guard)  # /ui/ chat, /ui/review desk, /v1/review/history and /stats
     return app, guard
 
 
