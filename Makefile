@@ -34,11 +34,16 @@ format: setup ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-test-deps: ## system packages the integration tests use (Prometheus server)
+test-deps: ## system packages the integration tests use (Prometheus server, Chromium + CJK font)
 	@command -v prometheus >/dev/null || { \
 	  echo "installing Debian's prometheus package for the rollout tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "WARNING: could not install prometheus; the rollout tests that need it will skip"; }
+	@{ test -x /usr/bin/chromium && fc-list | grep -qi wqy && fc-list | grep -qi "color emoji"; } || { \
+	  echo "installing Debian's chromium and CJK/emoji fonts for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver fonts-wqy-microhei fonts-noto-color-emoji >/dev/null) \
+	  || echo "WARNING: could not install chromium; the browser tests will skip"; }
 
 test: setup lint tf-check test-deps ## lint, static Terraform checks and the whole test suite (what CI runs)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
