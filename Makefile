@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= configs/demo-cpu
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint format test test-fast demo compile render bench tf-check clean
+.PHONY: help setup lint format test test-fast demo compile render bench tf-check clean ui ui-screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,12 @@ test-fast: setup ## the suite without the slow real runs
 
 demo: setup ## the whole pipeline locally, then the served model answers a question
 	$(PY) -m taigimed.demo --profile $(PROFILE)
+
+ui: setup ## serve the champion with answers waiting for review; prints the chat and desk URLs
+	$(VENV)/bin/taigimed ui-demo
+
+ui-screenshots: setup test-deps ## browser tests that also write docs/img/ui-*.png
+	TAIGIMED_UI_SCREENSHOTS=1 $(VENV)/bin/pytest tests/integration/test_ui_browser.py $(PYTEST_ARGS)
 
 compile: setup ## recompile pipelines/compiled/taigimed_pipeline.yaml
 	$(PY) pipelines/taigimed_pipeline.py --output pipelines/compiled/taigimed_pipeline.yaml
