@@ -11,26 +11,25 @@ hand, no CDN, nothing fetched at run time); the only server-rendered HTML is the
 read-only queue for browsers without JavaScript (``render``). Every response carries a
 content security policy that allows scripts, styles and requests to this origin only.
 
-The guard mounts everything with one call, ``mount_ui(app, guard)``; ``DeskPort`` is the small
-part of the guard the pages and the desk's read-only API need (store, settings, auth).
+The guard includes everything as one entry of ``taigimed.serve.guard.ROUTERS``:
+``ui_router(ctx)``, over the process's ``GuardContext`` (store, settings, admission).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import APIRouter
 
-from fastapi import FastAPI
-
+from taigimed.serve.context import GuardContext
 from taigimed.serve.ui.desk_api import build_desk_api
 from taigimed.serve.ui.pages import build_pages
-from taigimed.serve.ui.port import DeskPort
 
-__all__ = ["DeskPort", "mount_ui"]
+__all__ = ["ui_router"]
 
 
-def mount_ui(app: FastAPI, guard: Any) -> None:
-    """Add the pages and the desk's read-only API routes to the guard's app."""
-    port = DeskPort.from_guard(guard)
-    app.include_router(build_desk_api(port))
-    if port.cfg.ui.enabled:
-        app.include_router(build_pages(port))
+def ui_router(ctx: GuardContext) -> APIRouter:
+    """The desk's read-only API routes, and the pages unless ``ui.enabled`` is false."""
+    router = APIRouter()
+    router.include_router(build_desk_api(ctx))
+    if ctx.cfg.ui.enabled:
+        router.include_router(build_pages(ctx))
+    return router

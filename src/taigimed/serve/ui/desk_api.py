@@ -18,7 +18,7 @@ import datetime as dt
 from fastapi import APIRouter, Request
 
 from taigimed.serve import openai_schema as oa
-from taigimed.serve.ui.port import DeskPort
+from taigimed.serve.context import GuardContext
 
 MAX_PAGE = 1000
 MAX_TZ_OFFSET_MIN = 14 * 60  # UTC-14 .. UTC+14 covers every time zone
@@ -37,28 +37,28 @@ def check_page(limit: int, offset: int) -> None:
         raise oa.APIError(400, f"limit must be 1..{MAX_PAGE} and offset 0..10^9", param="limit")
 
 
-def build_desk_api(port: DeskPort) -> APIRouter:
+def build_desk_api(ctx: GuardContext) -> APIRouter:
     router = APIRouter()
 
     @router.get("/v1/review/history")
     async def review_history(request: Request, limit: int = 100, offset: int = 0) -> dict:
         """Who decided what, when, for which model version."""
-        port.authorize_reviewer(request)
+        ctx.admission.authorize_reviewer(request)
         check_page(limit, offset)
-        items = await asyncio.to_thread(port.store.history, limit, offset)
+        items = await asyncio.to_thread(ctx.store.history, limit, offset)
         return {"object": "list", "data": items}
 
     @router.get("/v1/review/stats")
     async def review_stats(request: Request, tz_offset_minutes: int = 0) -> dict:
         """The desk's counters; "today" starts at the reviewer's local midnight."""
-        port.authorize_reviewer(request)
+        ctx.admission.authorize_reviewer(request)
         if abs(tz_offset_minutes) > MAX_TZ_OFFSET_MIN:
             raise oa.APIError(
                 400, "tz_offset_minutes must be within ±840", param="tz_offset_minutes"
             )
         now = dt.datetime.now(dt.UTC)
         stats = await asyncio.to_thread(
-            port.store.review_stats, now, day_start(now, tz_offset_minutes)
+            ctx.store.review_stats, now, day_start(now, tz_offset_minutes)
         )
         return {"object": "review.stats", "now": now.isoformat(), **stats}
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hmac
 import urllib.parse
 from importlib import resources
 from typing import Any
@@ -25,10 +26,10 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from taigimed import guardrails
 from taigimed.serve import openai_schema as oa
+from taigimed.serve.context import GuardContext
 from taigimed.serve.review_store import PROBLEM_CATEGORIES
 from taigimed.serve.ui import render
 from taigimed.serve.ui.desk_api import day_start
-from taigimed.serve.ui.port import DeskPort
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -69,13 +70,22 @@ def field_bounds(model: type, name: str) -> dict[str, float]:
     return bounds
 
 
-def page_config(port: DeskPort) -> dict[str, Any]:
+def reviewer_token_ok(ctx: GuardContext, token: str) -> bool:
+    """The bearer check of the review API, for the desk's no-JavaScript login form."""
+    tokens = ctx.admission.reviewer_tokens
+    if not tokens:
+        return True
+    given = token.strip().encode()
+    return any(hmac.compare_digest(given, t.encode()) for t in tokens)
+
+
+def page_config(ctx: GuardContext) -> dict[str, Any]:
     """What the pages need to know about this server; no secret is ever in it."""
-    cfg = port.cfg
+    cfg = ctx.cfg
     return {
         "model": cfg.model_name,
         "model_version": cfg.model_version,
-        "auth_required": bool(port.api_tokens),
+        "auth_required": bool(ctx.admission.api_tokens),
         "poll_seconds": cfg.ui.poll_seconds,
         "limits": {
             "max_tokens": cfg.limits.max_tokens,
@@ -91,7 +101,7 @@ def page_config(port: DeskPort) -> dict[str, Any]:
     }
 
 
-def build_pages(port: DeskPort) -> APIRouter:
+def build_pages(ctx: GuardContext) -> APIRouter:
     static = load_static()
     router = APIRouter(include_in_schema=False)
 
@@ -109,7 +119,7 @@ def build_pages(port: DeskPort) -> APIRouter:
 
     @router.get("/ui/config.json")
     async def config_json() -> Response:
-        return JSONResponse(page_config(port), headers={**SECURITY_HEADERS})
+        return JSONResponse(page_config(ctx), headers={**SECURITY_HEADERS})
 
     @router.get("/ui/static/{name}")
     async def static_file(name: str) -> Response:
@@ -137,13 +147,13 @@ def build_pages(port: DeskPort) -> APIRouter:
         form = urllib.parse.parse_qs(raw.decode("utf-8", "replace"))
         token = (form.get("token") or [""])[0]
         template = static["review.html"].decode()
-        if not port.reviewer_token_ok(token):
+        if not reviewer_token_ok(ctx, token):
             return page(render.review_page(template, login_error=True), 401)
         now = dt.datetime.now(dt.UTC)
         queue, history, stats = await asyncio.gather(
-            asyncio.to_thread(port.store.pending, 200, 0),
-            asyncio.to_thread(port.store.history, 50, 0),
-            asyncio.to_thread(port.store.review_stats, now, day_start(now, 0)),
+            asyncio.to_thread(ctx.store.pending, 200, 0),
+            asyncio.to_thread(ctx.store.history, 50, 0),
+            asyncio.to_thread(ctx.store.review_stats, now, day_start(now, 0)),
         )
         return page(render.review_page(template, queue=queue, history=history, stats=stats))
 
