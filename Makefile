@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 PROFILE ?= configs/demo-cpu
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint format test test-fast demo compile render bench tf-check clean vllm-env rehearsal
+.PHONY: help setup lint format test test-fast demo compile render bench tf-check clean vllm-env rehearsal ui ui-screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -46,11 +46,16 @@ $(VLLM_STAMP): requirements-vllm.txt
 
 vllm-env: $(VLLM_STAMP) ## the vLLM CPU runtime in .venv-vllm (the slow serving tests use it)
 
-test-deps: ## system packages the integration tests use (Prometheus server)
+test-deps: ## system packages the integration tests use (Prometheus server, Chromium + CJK font)
 	@command -v prometheus >/dev/null || { \
 	  echo "installing Debian's prometheus package for the rollout tests"; \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "WARNING: could not install prometheus; the rollout tests that need it will skip"; }
+	@{ test -x /usr/bin/chromium && fc-list | grep -qi wqy && fc-list | grep -qi "color emoji"; } || { \
+	  echo "installing Debian's chromium and CJK/emoji fonts for the browser tests"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium chromium-driver fonts-wqy-microhei fonts-noto-color-emoji >/dev/null) \
+	  || echo "WARNING: could not install chromium; the browser tests will skip"; }
 
 test: setup lint tf-check test-deps vllm-env ## lint, static Terraform checks and the whole test suite (what CI runs)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
@@ -60,6 +65,12 @@ test-fast: setup ## the suite without the slow real runs
 
 demo: setup ## the whole pipeline locally, then the served model answers a question
 	$(PY) -m taigimed.demo --profile $(PROFILE)
+
+ui: setup ## serve the champion with answers waiting for review; prints the chat and desk URLs
+	$(VENV)/bin/taigimed ui-demo
+
+ui-screenshots: setup test-deps ## browser tests that also write docs/img/ui-*.png
+	TAIGIMED_UI_SCREENSHOTS=1 $(VENV)/bin/pytest tests/integration/test_ui_browser.py $(PYTEST_ARGS)
 
 compile: setup ## recompile pipelines/compiled/taigimed_pipeline.yaml
 	$(PY) pipelines/taigimed_pipeline.py --output pipelines/compiled/taigimed_pipeline.yaml

@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "register": "taigimed.registry",
     "serve": "taigimed.serve.cli",
     "chat": "taigimed.serve.cli",
+    "ui-demo": "taigimed.serve.ui.demo",
     "rollout": "taigimed.rollout.cli",
     "pipeline": "taigimed.pipeline.cli",
     "model": "taigimed.models",

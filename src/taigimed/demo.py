@@ -61,7 +61,11 @@ def serve_and_ask(model_dir: Path, version: str, question: str) -> int:
         print(f"\n== asking (Taigi): {question}")
         chat = [sys.executable, "-m", "taigimed.cli", "chat", "--url",
                 f"http://127.0.0.1:{port}", "--once", question]  # fmt: skip
-        return subprocess.run(chat, check=False).returncode
+        code = subprocess.run(chat, check=False).returncode
+        print(f"\n== pages (they stop with the demo; `make ui` keeps them running):\n"
+              f"patient chat  http://127.0.0.1:{port}/ui/\n"
+              f"review desk   http://127.0.0.1:{port}/ui/review")  # fmt: skip
+        return code
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(server.pid, signal.SIGTERM)

@@ -79,3 +79,72 @@ def test_records_survive_a_new_store_on_the_same_file(tmp_path):
     assert second.get(sid) == snapshot
     assert second.count() == 1
     second.close()
+
+
+def test_scores_and_problem_reports_are_stored_with_the_session(store):
+    sid = store.create(new("answered"))
+    store.add_feedback(sid, None, None, score=4)
+    store.add_feedback(sid, "down", "聽無", category="hard_to_understand")
+    feedback = store.get(sid)["feedback"]
+    assert [(f["rating"], f["score"], f["category"]) for f in feedback] == [
+        (None, 4, None),
+        ("down", None, "hard_to_understand"),
+    ]
+    assert feedback[1]["comment"] == "聽無"
+    for bad in ({"score": 0}, {"score": 6}, {"score": True}, {"category": "rude"}, {}):
+        with pytest.raises(ValueError):
+            store.add_feedback(sid, None, None, **bad)
+
+
+def test_a_feedback_table_from_before_scores_is_upgraded_in_place(tmp_path):
+    """A review.db written by the previous release (rating NOT NULL, no score/category)."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    first = ReviewStore(f"sqlite:///{path}")
+    sid = first.create(new("answered"))
+    first.close()
+    con = sqlite3.connect(path)
+    con.executescript(
+        "DROP TABLE feedback;"
+        "CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " session_id VARCHAR(40) NOT NULL REFERENCES sessions(id), rating VARCHAR(8) NOT NULL,"
+        " comment TEXT, created_at DATETIME);"
+        "CREATE INDEX ix_feedback_session_id ON feedback (session_id);"
+        f"INSERT INTO feedback (session_id, rating, comment, created_at)"
+        f" VALUES ('{sid}', 'up', 'old', '2026-11-30 10:00:00');"
+    )
+    con.commit()
+    con.close()
+    upgraded = ReviewStore(f"sqlite:///{path}")
+    upgraded.add_feedback(sid, None, None, score=2)
+    assert [(f["rating"], f["score"], f["comment"]) for f in upgraded.get(sid)["feedback"]] == [
+        ("up", None, "old"),
+        (None, 2, None),
+    ]
+    upgraded.close()
+
+
+def test_history_is_decisions_newest_first_and_stats_count_them(store):
+    import datetime as dt
+
+    a, b, c, d = (store.create(new()) for _ in range(4))
+    store.approve(a, "dr-lin", None, None)
+    store.approve(b, "dr-tan", "改過的回答", None)
+    store.reject(c, "dr-lin", "毋著")
+    history = store.history()
+    assert [(h["session_id"], h["status"], h["reviewer"]) for h in history] == [
+        (c, "rejected", "dr-lin"),
+        (b, "approved", "dr-tan"),
+        (a, "approved", "dr-lin"),
+    ]
+    assert [h["edited"] for h in history] == [False, True, False]
+    assert history[0]["review_note"] == "毋著" and history[0]["messages"][0]["role"] == "user"
+    now = dt.datetime.now(dt.UTC)
+    stats = store.review_stats(now + dt.timedelta(seconds=60), now - dt.timedelta(hours=1))
+    assert stats["backlog"] == 1 and stats["decisions_today"] == 3
+    assert 59 <= stats["median_wait_s"] <= 61 and stats["oldest_wait_s"] == stats["median_wait_s"]
+    assert stats["by_version"] == {"v1": {"approved": 2, "rejected": 1, "rejection_rate": 1 / 3}}
+    tomorrow = store.review_stats(now, now + dt.timedelta(hours=1))
+    assert tomorrow["decisions_today"] == 0
+    assert [p["session_id"] for p in store.pending()] == [d]

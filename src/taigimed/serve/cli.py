@@ -110,6 +110,10 @@ def run_serve(args: argparse.Namespace) -> int:
             _wait_ready(_url(host, gport), procs, args.ready_timeout)
             print(f"predictor  {_url(host, pport)}   (model {model_dir})", flush=True)
             print(f"guard      {_url(host, gport)}/openai/v1   <- point clients here", flush=True)
+            if cfg.ui.enabled:
+                base = _url(host, gport)
+                print(f"chat       {base}/ui/          (patient chat page)", flush=True)
+                print(f"review     {base}/ui/review    (clinician review desk)", flush=True)
             print("Ctrl-C stops both.", flush=True)
             return _supervise(procs)
         except (RuntimeError, TimeoutError) as err:

@@ -115,6 +115,18 @@ class PolicySettings:
 
 
 @dataclass
+class UISettings:
+    """The patient chat (``/ui/``) and clinician review desk (``/ui/review``) the guard serves."""
+
+    enabled: bool = True  # false = no /ui routes (an API-only guard)
+    poll_seconds: float = 5.0  # how often a waiting answer's status is checked by the chat page
+
+    def validate(self) -> None:
+        if not 0.2 <= self.poll_seconds <= 600:
+            raise ConfigError("ui.poll_seconds must be between 0.2 and 600")
+
+
+@dataclass
 class ServeConfig:
     """Everything ``taigimed serve`` needs besides the model directory."""
 
@@ -133,6 +145,7 @@ class ServeConfig:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    ui: UISettings = field(default_factory=UISettings)
 
     def validate(self) -> None:
         if not self.model_name:
@@ -142,3 +155,4 @@ class ServeConfig:
                 raise ConfigError(f"{key} must be a TCP port (0-65535)")
         self.predictor.validate()
         self.review.validate()
+        self.ui.validate()

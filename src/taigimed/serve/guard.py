@@ -61,6 +61,7 @@ from taigimed.serve.config import ServeConfig
 from taigimed.serve.context import GuardContext
 from taigimed.serve.kserve_app import build_app, import_kserve, serve, set_predictor_config
 from taigimed.serve.proxy import OPENAI_PREFIX, PREDICTOR_OPENAI_PREFIX, OpenAIProxy
+from taigimed.serve.ui import ui_router
 
 __all__ = [
     "OPENAI_PREFIX",
@@ -88,6 +89,7 @@ ROUTERS = (
     routers.sessions_router,
     routers.feedback_router,
     routers.metrics_router,
+    ui_router,  # /ui/ chat, /ui/review desk, /v1/review/history and /v1/review/stats
 )
 
 

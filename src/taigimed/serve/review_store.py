@@ -33,12 +33,19 @@ from sqlalchemy import (
     create_engine,
     event,
     func,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 STATUSES = ("answered", "escalated", "referred", "needs_review", "approved", "rejected")
+RATINGS = ("up", "down")
+SCORES = range(1, 6)  # the 1-5 rating a patient may give an answer
+# What a patient can report about an answer ("report a problem" on the chat page).
+PROBLEM_CATEGORIES = ("wrong", "unsafe", "hard_to_understand", "not_taigi", "other")
+DECIDED = ("approved", "rejected")
 
 
 class FeedbackAdded(NamedTuple):
@@ -81,8 +88,10 @@ class FeedbackRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id"), index=True)
-    rating: Mapped[str] = mapped_column(String(8))
+    rating: Mapped[str | None] = mapped_column(String(8), nullable=True)  # up | down | none
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    score: Mapped[int | None] = mapped_column(Integer, nullable=True)  # 1-5
+    category: Mapped[str | None] = mapped_column(String(32), nullable=True)  # a reported problem
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_utcnow)
 
 
@@ -114,6 +123,7 @@ class ReviewStore:
         self.url = url
         self.engine = _make_engine(url)
         Base.metadata.create_all(self.engine)
+        _upgrade_feedback_table(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock()  # SQLite has one writer; keep it orderly
 
@@ -148,16 +158,30 @@ class ReviewStore:
             row.reviewed_at = row.updated_at = _utcnow()
             return _session_dict(row, [])
 
-    def add_feedback(self, session_id: str, rating: str, comment: str | None) -> FeedbackAdded:
-        """Store a vote; return its id and the session's model version (the guard labels the
-        feedback metric with the version that answered, which may not be the guard's own)."""
-        if rating not in ("up", "down"):
-            raise ValueError("rating must be 'up' or 'down'")
+    def add_feedback(
+        self,
+        session_id: str,
+        rating: str | None,
+        comment: str | None,
+        score: int | None = None,
+        category: str | None = None,
+    ) -> FeedbackAdded:
+        """Store one piece of feedback: a thumb (``rating``), a 1-5 ``score``, a reported
+        problem (``category`` + ``comment``), or several at once; at least one must be given.
+        Return its id and the session's model version (the guard labels the feedback metric
+        with the version that answered, which may not be the guard's own)."""
+        check_feedback(rating, score, category)
         with self._write_lock, self._sessions.begin() as db:
             session = db.get(SessionRow, session_id)
             if session is None:
                 raise NotFound(session_id)
-            fb = FeedbackRow(session_id=session_id, rating=rating, comment=comment)
+            fb = FeedbackRow(
+                session_id=session_id,
+                rating=rating,
+                comment=comment,
+                score=score,
+                category=category,
+            )
             db.add(fb)
             db.flush()
             return FeedbackAdded(fb.id, session.model_version)
@@ -207,6 +231,55 @@ class ReviewStore:
             for row in db.scalars(query.order_by(SessionRow.reviewed_at, SessionRow.id)):
                 yield training_line(row)
 
+    def history(self, limit: int = 100, offset: int = 0) -> list[dict]:
+        """Decided sessions, newest decision first: the review desk's audit trail.
+
+        A session can be decided once (a second decision is a ``Conflict``), so these rows are
+        the record of who decided what, when, for which model version; nothing rewrites them.
+        """
+        with self._sessions() as db:
+            rows = db.scalars(
+                select(SessionRow)
+                .where(SessionRow.status.in_(DECIDED))
+                .order_by(SessionRow.reviewed_at.desc(), SessionRow.id)
+                .limit(limit)
+                .offset(offset)
+            ).all()
+            return [{**_session_dict(r, []), "edited": _edited(r)} for r in rows]
+
+    def review_stats(self, now: dt.datetime, day_start: dt.datetime) -> dict[str, Any]:
+        """Counters for the review desk: the queue now, decisions since ``day_start``, and the
+        rejection rate of each model version over all its decisions."""
+        with self._sessions() as db:
+            waiting = db.scalars(
+                select(SessionRow.created_at).where(SessionRow.status == "needs_review")
+            ).all()
+            today = db.scalar(
+                select(func.count())
+                .select_from(SessionRow)
+                .where(SessionRow.status.in_(DECIDED), SessionRow.reviewed_at >= day_start)
+            )
+            by_version = db.execute(
+                select(SessionRow.model_version, SessionRow.status, func.count())
+                .where(SessionRow.status.in_(DECIDED))
+                .group_by(SessionRow.model_version, SessionRow.status)
+            ).all()
+        waits = [(now - _aware(created)).total_seconds() for created in waiting]
+        versions: dict[str, dict[str, Any]] = {}
+        for version, status, n in by_version:
+            versions.setdefault(version, {"approved": 0, "rejected": 0})[status] = n
+        for counts in versions.values():
+            counts["rejection_rate"] = counts["rejected"] / (
+                counts["approved"] + counts["rejected"]
+            )
+        return {
+            "backlog": len(waits),
+            "median_wait_s": _median(waits),
+            "oldest_wait_s": max(waits) if waits else None,
+            "decisions_today": today,
+            "by_version": dict(sorted(versions.items())),
+        }
+
     def _pending(self, db: Session, session_id: str) -> SessionRow:
         row = db.get(SessionRow, session_id)
         if row is None:
@@ -214,6 +287,30 @@ class ReviewStore:
         if row.status != "needs_review":
             raise Conflict(f"session {session_id} is {row.status}, not waiting for review")
         return row
+
+
+def check_feedback(rating: str | None, score: int | None, category: str | None) -> None:
+    """Raise ``ValueError`` with the reason when a piece of feedback is not one we store."""
+    if rating is None and score is None and category is None:
+        raise ValueError("feedback needs a rating, a score or a problem category")
+    if rating is not None and rating not in RATINGS:
+        raise ValueError("rating must be 'up' or 'down'")
+    if score is not None and (type(score) is not int or score not in SCORES):
+        raise ValueError("score must be an integer from 1 to 5")
+    if category is not None and category not in PROBLEM_CATEGORIES:
+        raise ValueError(f"category must be one of {', '.join(PROBLEM_CATEGORIES)}")
+
+
+def _edited(row: SessionRow) -> bool:
+    return row.status == "approved" and row.final_answer != row.draft_answer
+
+
+def _median(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def training_line(row: SessionRow) -> dict[str, Any]:
@@ -239,6 +336,7 @@ def _session_dict(row: SessionRow, feedback: Any) -> dict[str, Any]:
         "status": row.status,
         "model_version": row.model_version,
         "question": row.question,
+        "messages": list(row.messages or []),
         "draft_answer": row.draft_answer,
         "final_answer": row.final_answer,
         "confidence": row.confidence,
@@ -250,18 +348,54 @@ def _session_dict(row: SessionRow, feedback: Any) -> dict[str, Any]:
         "updated_at": _iso(row.updated_at),
         "reviewed_at": _iso(row.reviewed_at),
         "feedback": [
-            {"rating": f.rating, "comment": f.comment, "created_at": _iso(f.created_at)}
+            {
+                "rating": f.rating,
+                "score": f.score,
+                "category": f.category,
+                "comment": f.comment,
+                "created_at": _iso(f.created_at),
+            }
             for f in feedback
         ],
     }
 
 
+def _aware(value: dt.datetime) -> dt.datetime:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
 def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes; they were stored as UTC
-        value = value.replace(tzinfo=dt.UTC)
-    return value.isoformat()
+    return None if value is None else _aware(value).isoformat()
+
+
+def _upgrade_feedback_table(engine: Engine) -> None:
+    """Bring a feedback table written before scores and problem reports up to date.
+
+    Adds the ``score`` and ``category`` columns and lets ``rating`` be empty (a score or a
+    report comes without a thumb). SQLite cannot drop NOT NULL in place, so there the table is
+    copied into the new shape in one transaction; rows and ids are kept.
+    """
+    columns = {c["name"]: c for c in inspect(engine).get_columns("feedback")}
+    if "score" in columns and columns["rating"]["nullable"]:
+        return
+    with engine.begin() as conn:
+        if engine.dialect.name != "sqlite":
+            for name, kind in (("score", "INTEGER"), ("category", "VARCHAR(32)")):
+                if name not in columns:
+                    conn.execute(text(f"ALTER TABLE feedback ADD COLUMN {name} {kind}"))
+            conn.execute(text("ALTER TABLE feedback ALTER COLUMN rating DROP NOT NULL"))
+            return
+        conn.execute(text("ALTER TABLE feedback RENAME TO feedback_before_upgrade"))
+        conn.execute(text("DROP INDEX IF EXISTS ix_feedback_session_id"))
+        FeedbackRow.__table__.create(conn)
+        conn.execute(
+            text(
+                "INSERT INTO feedback (id, session_id, rating, comment, created_at) "
+                "SELECT id, session_id, rating, comment, created_at FROM feedback_before_upgrade"
+            )
+        )
+        conn.execute(text("DROP TABLE feedback_before_upgrade"))
 
 
 def _make_engine(url: str) -> Engine:

@@ -2,7 +2,7 @@
 
 * ``review_router``: the clinician queue, ``/v1/review/*`` (reviewer tokens);
 * ``sessions_router``: what a client may see of its session, ``/v1/sessions/{id}``;
-* ``feedback_router``: thumbs up/down on an answer, ``/v1/feedback``;
+* ``feedback_router``: thumbs up/down, a 1-5 score or a reported problem, ``/v1/feedback``;
 * ``metrics_router``: Prometheus ``/metrics``.
 
 Each takes the process's ``GuardContext`` and returns an ``APIRouter``;
@@ -25,7 +25,7 @@ from taigimed import guardrails
 from taigimed.serve import openai_schema as oa
 from taigimed.serve.context import GuardContext
 from taigimed.serve.decision import session_answer
-from taigimed.serve.review_store import Conflict, NotFound
+from taigimed.serve.review_store import Conflict, NotFound, check_feedback
 
 
 def text_field(data: dict, key: str, required: bool) -> str | None:
@@ -141,22 +141,33 @@ def feedback_router(ctx: GuardContext) -> APIRouter:
 
     @router.post("/v1/feedback", status_code=201)
     async def feedback(request: Request) -> dict[str, Any]:
+        """A thumb (``rating``), a 1-5 ``score`` and/or a reported problem (``category`` +
+        ``comment``), stored with the session; only thumbs feed the feedback metric."""
         ctx.admission.authorize_client(request)
         data = await ctx.admission.json_body(request)
         session_id = text_field(data, "session_id", required=True)
-        rating = data.get("rating")
-        if rating not in ("up", "down"):
-            raise oa.APIError(400, "rating must be 'up' or 'down'", param="rating")
+        rating, score, category = data.get("rating"), data.get("score"), data.get("category")
+        try:
+            check_feedback(rating, score, category)
+        except ValueError as err:
+            raise oa.APIError(400, str(err), param="rating") from None
         comment = text_field(data, "comment", required=False)
         try:
             feedback_id, version = await asyncio.to_thread(
-                ctx.store.add_feedback, session_id, rating, comment
+                ctx.store.add_feedback, session_id, rating, comment, score, category
             )
         except NotFound:
             raise _no_session(session_id) from None
         # Feedback judges the version that answered the session, not this guard's label.
-        ctx.metrics.feedback.labels(version, rating).inc()
-        return {"id": feedback_id, "session_id": session_id, "rating": rating}
+        if rating is not None:
+            ctx.metrics.feedback.labels(version, rating).inc()
+        return {
+            "id": feedback_id,
+            "session_id": session_id,
+            "rating": rating,
+            "score": score,
+            "category": category,
+        }
 
     return router
 
