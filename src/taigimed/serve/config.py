@@ -49,6 +49,21 @@ class LimitSettings:
     max_inflight: int = 64  # requests in progress in the guard; more -> 429 with Retry-After
     retry_after_s: int = 1  # the Retry-After header on 429/503
     predictor_timeout_s: float = 300.0  # guard -> predictor request timeout
+    # Admission (taigimed.serve.admission), the same door on the guard and the predictor:
+    rate_per_token_per_s: float = 0.0  # requests/s per bearer token (or address); 0 = off
+    rate_burst: int = 20  # requests a token may send at once before the rate applies
+    # A generation request that would wait longer than this for a batch slot (estimated from
+    # the measured slot time) is answered 429 with Retry-After at once.
+    max_queue_wait_s: float = 10.0
+    max_list_offset: int = 1_000_000  # ?offset= on list routes; larger -> 400
+
+    def validate(self) -> None:
+        if self.max_request_bytes < 1 or self.max_inflight < 1:
+            raise ConfigError("limits.max_request_bytes and limits.max_inflight must be >= 1")
+        if self.rate_per_token_per_s < 0 or self.rate_burst < 1:
+            raise ConfigError("limits.rate_per_token_per_s must be >= 0, rate_burst >= 1")
+        if self.max_queue_wait_s <= 0:
+            raise ConfigError("limits.max_queue_wait_s must be > 0")
 
 
 @dataclass
@@ -87,6 +102,13 @@ class AuthSettings:
     api_tokens_env: str = "TAIGIMED_API_TOKENS"
     # Comma-separated reviewer tokens for /v1/review/*; unset = the API tokens are accepted.
     reviewer_tokens_env: str = "TAIGIMED_REVIEWER_TOKENS"
+    # Comma-separated tokens the predictor accepts; the guard sends the first one. Unset = the
+    # predictor is open to its network (a NetworkPolicy admits only the guard).
+    predictor_tokens_env: str = "TAIGIMED_PREDICTOR_TOKENS"
+
+    def predictor_tokens(self) -> list[str]:
+        raw = os.environ.get(self.predictor_tokens_env, "")
+        return [t.strip() for t in raw.split(",") if t.strip()]
 
     def api_tokens(self) -> set[str]:
         return _tokens_from_env(self.api_tokens_env)
@@ -134,4 +156,5 @@ class ServeConfig:
             if not 0 <= getattr(self, key) < 65536:
                 raise ConfigError(f"{key} must be a TCP port (0-65535)")
         self.predictor.validate()
+        self.limits.validate()
         self.review.validate()

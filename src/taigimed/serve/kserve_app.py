@@ -43,12 +43,19 @@ def import_kserve() -> Any:
     return kserve
 
 
+REPOSITORY_PREFIX = "/v2/repository/"
+
+
 def build_app(
     models: list[Any], title: str, on_shutdown: Sequence[Callable[[], Any]] = ()
 ) -> FastAPI:
     """A FastAPI app with kserve's health, v1 and v2 routes for ``models``.
 
-    ``on_shutdown`` callables run when the server stops (sync or async).
+    ``on_shutdown`` callables run when the server stops (sync or async). The v2 model
+    repository routes (``/v2/repository/models/{name}/load|unload``) are removed: an
+    unauthenticated unload left every chat failing while the probes said ready, and no served
+    profile needs them (a model is loaded once per pod; a new one is a new revision).
+    ``/v2/health/ready`` is false whenever one of ``models`` is gone or not ready.
     """
     import_kserve()
     from kserve import errors
@@ -76,6 +83,10 @@ def build_app(
     app.add_api_route("/", dataplane.live, methods=["GET"])
     register_v1_endpoints(app, dataplane, extension)
     register_v2_endpoints(app, dataplane, extension)
+    app.router.routes[:] = [
+        r for r in app.router.routes if not getattr(r, "path", "").startswith(REPOSITORY_PREFIX)
+    ]
+    _replace_route(app, "/v2/health/ready", _strict_ready(models, repository, dataplane))
     for exc, handler in (
         (errors.InvalidInput, errors.invalid_input_handler),
         (errors.InferenceError, errors.inference_error_handler),
@@ -89,6 +100,28 @@ def build_app(
         app.add_exception_handler(exc, handler)
     app.state.dataplane = dataplane
     return app
+
+
+def _replace_route(app: FastAPI, path: str, endpoint: Callable[..., Any]) -> None:
+    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != path]
+    app.add_api_route(path, endpoint, methods=["GET"])
+
+
+def _strict_ready(models: list[Any], repository: Any, dataplane: Any) -> Callable[..., Any]:
+    """kserve's server readiness asks only the models still registered (none after an
+    unload = ready); ours asks every model this server was built to serve."""
+    from fastapi.responses import JSONResponse
+
+    async def ready() -> JSONResponse:
+        missing = [m.name for m in models if repository.get_model(m.name) is not m or not m.ready]
+        if missing:
+            body = {"ready": False, "error": f"model(s) not loaded: {', '.join(missing)}"}
+            return JSONResponse(body, status_code=503)
+        if not await dataplane.ready():  # a transformer also asks its predictor
+            return JSONResponse({"ready": False, "error": "predictor not ready"}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    return ready
 
 
 def set_predictor_config(predictor_host: str | None, health_check: bool) -> None:

@@ -35,6 +35,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from taigimed.config import ConfigError, load_config
 from taigimed.serve import openai_schema as oa
 from taigimed.serve import version as versioning
+from taigimed.serve.admission import Admission, AdmissionPolicy, SlotThroughput
 from taigimed.serve.batching import (
     ContinuousBatcher,
     ErrorEvent,
@@ -44,7 +45,7 @@ from taigimed.serve.batching import (
     SamplingParams,
     TokenEvent,
 )
-from taigimed.serve.config import PredictorSettings, ServeConfig
+from taigimed.serve.config import LimitSettings, PredictorSettings, ServeConfig
 from taigimed.serve.kserve_app import build_app, import_kserve, serve
 from taigimed.serve.metrics import PredictorMetrics
 
@@ -72,6 +73,7 @@ class TransformersLLM(kserve.Model):
         self.tokenizer: Any = None
         self.batcher: ContinuousBatcher | None = None
         self.created = int(time.time())
+        self.throughput = SlotThroughput(settings.max_batch_size)
 
     def load(self) -> bool:
         import torch
@@ -93,7 +95,12 @@ class TransformersLLM(kserve.Model):
             max_queue=self.settings.max_queue,
             max_model_len=self.settings.max_model_len,
             on_step=lambda n: self.metrics.batch_size.labels(version).observe(n),
+            on_finish=self.throughput.record,
         )
+        # Read at scrape time, so the gauges fall back to 0 the moment the batcher is idle.
+        batcher = self.batcher
+        self.metrics.queue_depth.labels(version).set_function(lambda: batcher.queue_depth)
+        self.metrics.running.labels(version).set_function(lambda: batcher.running)
         log.info(
             "loaded %s on %s in %.1f s (max_batch_size=%d)",
             self.model_dir,
@@ -169,7 +176,6 @@ class TransformersLLM(kserve.Model):
             raise oa.APIError(
                 429, f"server busy: {err}; retry later", type="rate_limit_exceeded", headers=RETRY
             ) from None
-        self.metrics.queue_depth.labels(self.metrics.model_version).set(self.batcher.queue_depth)
         self.metrics.prompt_tokens.labels(self.metrics.model_version).inc(len(prompt_ids))
         return handle
 
@@ -279,8 +285,10 @@ class OpenAIRoutes:
         return name
 
     async def models(self) -> dict:
+        # root names the served model, never the directory it was loaded from (a path tells a
+        # client nothing it may use, and tells an attacker the layout of the pod)
         return oa.model_list(
-            self.names, self.llm.created, self.llm.settings.max_model_len, str(self.llm.model_dir)
+            self.names, self.llm.created, self.llm.settings.max_model_len, self.names[0]
         )
 
     async def chat(self, request: Request) -> Response:
@@ -339,7 +347,7 @@ class OpenAIRoutes:
                 media_type="text/event-stream",
             )
         try:
-            result = await self.llm.collect(handle)
+            result = await _collect_while_connected(self.llm, handle, request)
         except oa.APIError as err:
             self._observe(route, err.status, started)
             raise
@@ -378,6 +386,27 @@ class OpenAIRoutes:
             yield oa.SSE_DONE
         finally:
             self._observe(route, status, started)
+
+
+async def _collect_while_connected(
+    llm: TransformersLLM, handle: GenerationHandle, request: Request
+) -> dict[str, Any]:
+    """``llm.collect(handle)``, cancelling the handle when the client disconnects: Starlette does
+    not cancel a plain (non-streamed) handler, so without this an abandoned request keeps its
+    batch slot until it finishes. The batcher drops a cancelled row at its next step."""
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                handle.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await llm.collect(handle)
+    finally:
+        watcher.cancel()
 
 
 def _whole_response(chat: bool, model: str, rid: str, result: dict, logprobs: Any) -> dict:
@@ -483,8 +512,11 @@ def build_predictor_app(
     model_name: str,
     model_version: str,
     settings: PredictorSettings | None = None,
+    limits: LimitSettings | None = None,
+    api_tokens: set[str] | None = None,
 ) -> tuple[FastAPI, TransformersLLM]:
-    """Load the model and return the app (kserve routes + OpenAI routes + /metrics)."""
+    """Load the model and return the app (kserve routes + OpenAI routes + /metrics), every route
+    behind ``Admission`` (tokens, body limit, in-flight, rate, shedding by measured capacity)."""
     if not versioning.is_label(model_version):
         raise ConfigError(
             f"model version {model_version!r} is not a usable label (letters, digits, '.', '_', "
@@ -498,6 +530,11 @@ def build_predictor_app(
     OpenAIRoutes(llm, [model_name]).register(app)
     app.add_exception_handler(oa.APIError, api_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler(model_version))
+    policy = AdmissionPolicy.from_limits(
+        limits or LimitSettings(), api_tokens or set(), set(), capacity=llm.throughput
+    )
+    # added first = innermost: its own answers (401/413/429/500) still get the version header
+    app.add_middleware(Admission, policy=policy)
     app.add_middleware(VersionHeader, version=model_version)
 
     async def metrics_route() -> Response:
@@ -515,9 +552,11 @@ def run_predictor(
     model_version: str = "dev",
     settings: PredictorSettings | None = None,
     port_file: Path | None = None,
+    limits: LimitSettings | None = None,
+    api_tokens: set[str] | None = None,
 ) -> None:
     """Load the model and serve until SIGINT/SIGTERM (the contract in INTERFACES.md)."""
-    app, _ = build_predictor_app(model_dir, model_name, model_version, settings)
+    app, _ = build_predictor_app(model_dir, model_name, model_version, settings, limits, api_tokens)
     serve(app, host, port, port_file)
 
 
@@ -551,6 +590,8 @@ def main(argv: list[str] | None = None) -> int:
         model_version=versioning.resolve(args.model_version, cfg.model_version),
         settings=cfg.predictor,
         port_file=args.port_file,
+        limits=cfg.limits,
+        api_tokens=set(cfg.auth.predictor_tokens()),
     )
     return 0
 
