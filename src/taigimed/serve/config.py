@@ -78,6 +78,9 @@ class ReviewSettings:
     )
     # SQLAlchemy URL: a SQLite file locally, postgresql+psycopg://... on a cluster.
     store_url: str = "sqlite:///runs/serve/review.db"
+    # A file holding the URL (a mounted Secret: the password never sits in argv or env);
+    # when set and present, it replaces store_url at load time.
+    store_url_file: str = ""
     # What the client reads while a clinician has not decided yet.
     pending_message: str = (
         "你的問題需要醫生先看過才回答。請用 session id 查結果。"
@@ -92,6 +95,11 @@ class ReviewSettings:
     def validate(self) -> None:
         if not 0.0 <= self.confidence_threshold <= 1.0:
             raise ConfigError("review.confidence_threshold must be between 0 and 1")
+        if self.store_url_file:
+            if not os.path.isfile(self.store_url_file):
+                raise ConfigError(f"review.store_url_file {self.store_url_file} does not exist")
+            with open(self.store_url_file, encoding="utf-8") as f:
+                self.store_url = f.read().strip()
 
 
 @dataclass
@@ -107,7 +115,7 @@ class AuthSettings:
     predictor_tokens_env: str = "TAIGIMED_PREDICTOR_TOKENS"
 
     def predictor_tokens(self) -> list[str]:
-        raw = os.environ.get(self.predictor_tokens_env, "")
+        raw = secret_from_env(self.predictor_tokens_env)
         return [t.strip() for t in raw.split(",") if t.strip()]
 
     def api_tokens(self) -> set[str]:
@@ -117,8 +125,23 @@ class AuthSettings:
         return _tokens_from_env(self.reviewer_tokens_env) or self.api_tokens()
 
 
+def secret_from_env(name: str) -> str:
+    """``$NAME``, else the contents of the file named by ``$NAME_FILE``, else "".
+
+    The file form lets a Kubernetes Secret be mounted as a file rather than exposed as an
+    environment variable (readable in /proc/PID/environ and by every child process). A file
+    that is named but absent reads as unset, like an ``optional: true`` secretKeyRef.
+    """
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if not value and path and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            value = f.read()
+    return value.strip()
+
+
 def _tokens_from_env(name: str) -> set[str]:
-    return {t.strip() for t in os.environ.get(name, "").split(",") if t.strip()}
+    return {t.strip() for t in secret_from_env(name).split(",") if t.strip()}
 
 
 @dataclass
