@@ -44,6 +44,7 @@ def import_kserve() -> Any:
 
 
 REPOSITORY_PREFIX = "/v2/repository/"
+READY_PATH = "/v2/health/ready"
 
 
 def build_app(
@@ -81,12 +82,10 @@ def build_app(
 
     app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.add_api_route("/", dataplane.live, methods=["GET"])
-    register_v1_endpoints(app, dataplane, extension)
-    register_v2_endpoints(app, dataplane, extension)
-    app.router.routes[:] = [
-        r for r in app.router.routes if not getattr(r, "path", "").startswith(REPOSITORY_PREFIX)
-    ]
-    _replace_route(app, "/v2/health/ready", _strict_ready(models, repository, dataplane))
+    routes = _FilteredRoutes(app, drop_prefix=REPOSITORY_PREFIX, replace={READY_PATH})
+    register_v1_endpoints(routes, dataplane, extension)
+    register_v2_endpoints(routes, dataplane, extension)
+    app.add_api_route(READY_PATH, _strict_ready(models, repository, dataplane), methods=["GET"])
     for exc, handler in (
         (errors.InvalidInput, errors.invalid_input_handler),
         (errors.InferenceError, errors.inference_error_handler),
@@ -102,9 +101,22 @@ def build_app(
     return app
 
 
-def _replace_route(app: FastAPI, path: str, endpoint: Callable[..., Any]) -> None:
-    app.router.routes[:] = [r for r in app.router.routes if getattr(r, "path", None) != path]
-    app.add_api_route(path, endpoint, methods=["GET"])
+class _FilteredRoutes:
+    """What kserve's ``register_v*_endpoints`` get instead of the app: their routers are
+    included without the routes we drop or replace (filtered before inclusion, so nothing
+    depends on how FastAPI stores included routers)."""
+
+    def __init__(self, app: FastAPI, drop_prefix: str, replace: set[str]) -> None:
+        self.app, self.drop_prefix, self.replace = app, drop_prefix, replace
+
+    def include_router(self, router: Any, **kwargs: Any) -> None:
+        router.routes[:] = [
+            r
+            for r in router.routes
+            if not getattr(r, "path", "").startswith(self.drop_prefix)
+            and getattr(r, "path", None) not in self.replace
+        ]
+        self.app.include_router(router, **kwargs)
 
 
 def _strict_ready(models: list[Any], repository: Any, dataplane: Any) -> Callable[..., Any]:
