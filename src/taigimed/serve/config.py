@@ -49,7 +49,7 @@ class LimitSettings:
     max_inflight: int = 64  # requests in progress in the guard; more -> 429 with Retry-After
     retry_after_s: int = 1  # the Retry-After header on 429/503
     predictor_timeout_s: float = 300.0  # guard -> predictor request timeout
-    # Admission (taigimed.serve.admission), the same door on the guard and the predictor:
+    # Admission (taigimed.serve.door), the same door on the guard and the predictor:
     rate_per_token_per_s: float = 0.0  # requests/s per bearer token (or address); 0 = off
     rate_burst: int = 20  # requests a token may send at once before the rate applies
     # A generation request that would wait longer than this for a batch slot (estimated from

@@ -35,7 +35,6 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from taigimed.config import ConfigError, load_config
 from taigimed.serve import openai_schema as oa
 from taigimed.serve import version as versioning
-from taigimed.serve.admission import Admission, AdmissionPolicy, SlotThroughput
 from taigimed.serve.batching import (
     ContinuousBatcher,
     ErrorEvent,
@@ -46,6 +45,7 @@ from taigimed.serve.batching import (
     TokenEvent,
 )
 from taigimed.serve.config import LimitSettings, PredictorSettings, ServeConfig
+from taigimed.serve.door import Door, DoorPolicy, SlotThroughput
 from taigimed.serve.kserve_app import build_app, import_kserve, serve
 from taigimed.serve.metrics import PredictorMetrics
 
@@ -516,7 +516,7 @@ def build_predictor_app(
     api_tokens: set[str] | None = None,
 ) -> tuple[FastAPI, TransformersLLM]:
     """Load the model and return the app (kserve routes + OpenAI routes + /metrics), every route
-    behind ``Admission`` (tokens, body limit, in-flight, rate, shedding by measured capacity)."""
+    behind ``Door`` (tokens, body limit, in-flight, rate, shedding by measured capacity)."""
     if not versioning.is_label(model_version):
         raise ConfigError(
             f"model version {model_version!r} is not a usable label (letters, digits, '.', '_', "
@@ -530,11 +530,11 @@ def build_predictor_app(
     OpenAIRoutes(llm, [model_name]).register(app)
     app.add_exception_handler(oa.APIError, api_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler(model_version))
-    policy = AdmissionPolicy.from_limits(
+    policy = DoorPolicy.from_limits(
         limits or LimitSettings(), api_tokens or set(), set(), capacity=llm.throughput
     )
     # added first = innermost: its own answers (401/413/429/500) still get the version header
-    app.add_middleware(Admission, policy=policy)
+    app.add_middleware(Door, policy=policy)
     app.add_middleware(VersionHeader, version=model_version)
 
     async def metrics_route() -> Response:

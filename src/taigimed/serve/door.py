@@ -1,4 +1,8 @@
-"""One admission path for every route of the guard and the predictor (pure ASGI middleware).
+"""The door: one admission path for every route of the guard and the predictor (pure ASGI).
+
+(The guard's per-request bookkeeping -- the ``Tracker`` that records each request's metrics
+once, the prompt-size limits -- stays in ``taigimed.serve.admission``; what refuses a request
+before any route runs is here, the same for both servers.)
 
 Why one middleware and not checks inside each handler: the KServe v1/v2 routes, the repository
 routes and the review/feedback/session routes are registered by different code (kserve's own
@@ -81,7 +85,7 @@ class Capacity(Protocol):
 
 
 @dataclass
-class AdmissionPolicy:
+class DoorPolicy:
     """The limits of one server's door; ``from_limits`` builds it from the serve config."""
 
     api_tokens: set[str] = field(default_factory=set)
@@ -200,10 +204,10 @@ class Rejection(Exception):
         self.headers = headers or {}
 
 
-class Admission:
+class Door:
     """The ASGI middleware; ``stats()`` gives the live counts (tests and gauges read them)."""
 
-    def __init__(self, app: Any, policy: AdmissionPolicy) -> None:
+    def __init__(self, app: Any, policy: DoorPolicy) -> None:
         self.app = app
         self.policy = policy
         self.buckets = TokenBuckets(policy.rate_per_s, policy.rate_burst)

@@ -1,4 +1,4 @@
-"""The one door (``taigimed.serve.admission``) on a small ASGI app: each check answers itself,
+"""The one door (``taigimed.serve.door``) on a small ASGI app: each check answers itself,
 with the status and reason a client can act on, and never lets an exception reset a connection."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import httpx
 import pytest
 
-from taigimed.serve.admission import Admission, AdmissionPolicy, SlotThroughput, TokenBuckets
+from taigimed.serve.door import Door, DoorPolicy, SlotThroughput, TokenBuckets
 
 
 async def echo_app(scope, receive, send):
@@ -29,9 +29,9 @@ async def echo_app(scope, receive, send):
     await send({"type": "http.response.body", "body": payload})
 
 
-def call(policy: AdmissionPolicy, *requests: tuple[str, str, dict]) -> list[httpx.Response]:
-    """Send the requests concurrently through one Admission instance."""
-    door = Admission(echo_app, policy)
+def call(policy: DoorPolicy, *requests: tuple[str, str, dict]) -> list[httpx.Response]:
+    """Send the requests concurrently through one Door instance."""
+    door = Door(echo_app, policy)
 
     async def run():
         transport = httpx.ASGITransport(app=door, client=("10.0.0.1", 1234))
@@ -42,7 +42,7 @@ def call(policy: AdmissionPolicy, *requests: tuple[str, str, dict]) -> list[http
 
 
 def test_tokens_guard_kserve_and_review_routes_but_not_probes():
-    policy = AdmissionPolicy(api_tokens={"client"}, reviewer_tokens={"doctor"})
+    policy = DoorPolicy(api_tokens={"client"}, reviewer_tokens={"doctor"})
     good = {"headers": {"authorization": "Bearer client"}}
     doc = {"headers": {"authorization": "Bearer doctor"}}
     responses = call(
@@ -63,7 +63,7 @@ def test_tokens_guard_kserve_and_review_routes_but_not_probes():
 
 
 def test_body_limit_refuses_declared_and_streamed_bodies():
-    policy = AdmissionPolicy(max_request_bytes=1000)
+    policy = DoorPolicy(max_request_bytes=1000)
 
     async def chunks():
         for _ in range(10):
@@ -90,7 +90,7 @@ def test_body_limit_refuses_declared_and_streamed_bodies():
 )
 def test_json_bodies_are_checked_for_every_route(raw, needle):
     (resp,) = call(
-        AdmissionPolicy(),
+        DoorPolicy(),
         (
             "POST",
             "/v1/models/taigimed:predict",
@@ -101,19 +101,17 @@ def test_json_bodies_are_checked_for_every_route(raw, needle):
 
 
 def test_unexpected_error_is_json_500_with_request_id():
-    (resp,) = call(AdmissionPolicy(), ("GET", "/boom", {"headers": {"x-request-id": "abc-1"}}))
+    (resp,) = call(DoorPolicy(), ("GET", "/boom", {"headers": {"x-request-id": "abc-1"}}))
     assert resp.status_code == 500
     body = resp.json()
     assert body["error"]["request_id"] == "abc-1" and resp.headers["x-request-id"] == "abc-1"
     assert "RuntimeError" in body["error"]["message"]
-    (ok,) = call(
-        AdmissionPolicy(), ("GET", "/v2/health/live", {"headers": {"x-request-id": "a b"}})
-    )
+    (ok,) = call(DoorPolicy(), ("GET", "/v2/health/live", {"headers": {"x-request-id": "a b"}}))
     assert len(ok.headers["x-request-id"]) == 32  # an unsafe id is replaced, not echoed
 
 
 def test_inflight_limit_answers_429_with_retry_after():
-    policy = AdmissionPolicy(max_inflight=2, retry_after_s=3)
+    policy = DoorPolicy(max_inflight=2, retry_after_s=3)
     responses = call(policy, *[("POST", "/slow", {"content": b"{}"})] * 5)
     codes = sorted(r.status_code for r in responses)
     assert codes == [200, 200, 429, 429, 429]
@@ -122,7 +120,7 @@ def test_inflight_limit_answers_429_with_retry_after():
 
 
 def test_rate_limit_per_token():
-    policy = AdmissionPolicy(api_tokens={"a", "b"}, rate_per_s=0.5, rate_burst=2)
+    policy = DoorPolicy(api_tokens={"a", "b"}, rate_per_s=0.5, rate_burst=2)
     a = {"headers": {"authorization": "Bearer a"}}
     b = {"headers": {"authorization": "Bearer b"}}
     codes = [r.status_code for r in call(policy, *[("GET", "/v1/x", a)] * 3, ("GET", "/v1/x", b))]
@@ -145,7 +143,7 @@ class FixedCapacity:
 def test_shedding_by_capacity_answers_429_at_once_with_retry_after():
     # 2 slots, each waiting request costs 4 s: the 3rd request would wait 4 s (ok, limit 5),
     # the 4th 8 s (shed). Non-generation routes are never shed by capacity.
-    policy = AdmissionPolicy(capacity=FixedCapacity(4.0), max_queue_wait_s=5.0)
+    policy = DoorPolicy(capacity=FixedCapacity(4.0), max_queue_wait_s=5.0)
     gen = ("POST", "/openai/v1/chat/completions", {"content": b"{}"})
     responses = call(policy, *[gen] * 5, ("POST", "/v1/feedback", {"content": b"{}"}))
     codes = [r.status_code for r in responses]
@@ -156,7 +154,7 @@ def test_shedding_by_capacity_answers_429_at_once_with_retry_after():
 
 
 def test_shedding_before_measurement_bounds_the_queue_per_slot():
-    policy = AdmissionPolicy(capacity=FixedCapacity(None), queue_per_slot=1)
+    policy = DoorPolicy(capacity=FixedCapacity(None), queue_per_slot=1)
     gen = ("POST", "/v1/completions", {"content": b"{}"})
     codes = sorted(r.status_code for r in call(policy, *[gen] * 6))
     assert codes == [200, 200, 200, 200, 429, 429]  # 2 slots + 2 waiting
