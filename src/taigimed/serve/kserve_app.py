@@ -48,7 +48,10 @@ READY_PATH = "/v2/health/ready"
 
 
 def build_app(
-    models: list[Any], title: str, on_shutdown: Sequence[Callable[[], Any]] = ()
+    models: list[Any],
+    title: str,
+    on_shutdown: Sequence[Callable[[], Any]] = (),
+    openapi: bool = False,
 ) -> FastAPI:
     """A FastAPI app with kserve's health, v1 and v2 routes for ``models``.
 
@@ -56,7 +59,10 @@ def build_app(
     repository routes (``/v2/repository/models/{name}/load|unload``) are removed: an
     unauthenticated unload left every chat failing while the probes said ready, and no served
     profile needs them (a model is loaded once per pod; a new one is a new revision).
+    The ``/v2/models/{name}/versions/{v}/...`` routes are removed too: kserve answers them 501
+    (model versioning not supported), a 5xx for a client's request.
     ``/v2/health/ready`` is false whenever one of ``models`` is gone or not ready.
+    ``openapi=True`` publishes ``/openapi.json`` (the guard's contract; no HTML docs pages).
     """
     import_kserve()
     from kserve import errors
@@ -80,12 +86,19 @@ def build_app(
             if inspect.isawaitable(result):
                 await result
 
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if openapi else None,
+        lifespan=lifespan,
+    )
     app.add_api_route("/", dataplane.live, methods=["GET"])
     routes = _FilteredRoutes(app, drop_prefix=REPOSITORY_PREFIX, replace={READY_PATH})
     register_v1_endpoints(routes, dataplane, extension)
     register_v2_endpoints(routes, dataplane, extension)
-    app.add_api_route(READY_PATH, _strict_ready(models, repository, dataplane), methods=["GET"])
+    ready = _strict_ready(models, repository, dataplane)
+    app.add_api_route(READY_PATH, ready, methods=["GET"], response_model=None)
     for exc, handler in (
         (errors.InvalidInput, errors.invalid_input_handler),
         (errors.InferenceError, errors.inference_error_handler),
@@ -114,6 +127,7 @@ class _FilteredRoutes:
             r
             for r in router.routes
             if not getattr(r, "path", "").startswith(self.drop_prefix)
+            and "/versions/" not in getattr(r, "path", "")  # kserve answers these 501
             and getattr(r, "path", None) not in self.replace
         ]
         self.app.include_router(router, **kwargs)

@@ -159,7 +159,7 @@ class SamplingFields(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=-1, ge=-1)  # vLLM extension
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)  # torch.manual_seed range
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)
     stream: bool = False
