@@ -232,7 +232,7 @@ def main() -> int:
     parser.add_argument("--calibrate-s", type=float, default=20.0)
     parser.add_argument("--duration-s", type=float, default=60.0)
     parser.add_argument("--factor", type=float, default=4.0, help="offered load / capacity")
-    parser.add_argument("--wait-fraction", type=float, default=0.5)
+    parser.add_argument("--wait-fraction", type=float, default=0.25)
     parser.add_argument("--client-timeout-s", type=float, default=60.0)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/overload.json")
     args = parser.parse_args()
