@@ -253,7 +253,8 @@ def contract(app: FastAPI) -> dict[str, Any]:
             for status, (description, model) in answers.items():
                 responses[status] = {"description": description, "content": _media(model, schemas)}
                 if method == "post" and path.endswith("completions") and status == "200":
-                    responses[status]["content"][SSE] = {"schema": {"type": "string"}}
+                    # each event is a chunk object, the last one the text [DONE]
+                    responses[status]["content"][SSE] = {"schema": {}}
             for param in op.get("parameters", []):
                 bounds = QUERY_BOUNDS.get((path, param["name"]))
                 if bounds is not None:

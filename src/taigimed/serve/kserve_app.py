@@ -104,7 +104,7 @@ def build_app(
         (errors.InferenceError, errors.inference_error_handler),
         (errors.ModelNotFound, errors.model_not_found_handler),
         (errors.ModelNotReady, errors.model_not_ready_handler),
-        (NotImplementedError, errors.not_implemented_error_handler),
+        (NotImplementedError, _not_supported_handler),
         (errors.UnsupportedProtocol, errors.unsupported_protocol_error_handler),
         (errors.ServerNotLive, errors.server_not_live_handler),
         (errors.ServerNotReady, errors.server_not_ready_handler),
@@ -112,6 +112,14 @@ def build_app(
         app.add_exception_handler(exc, handler)
     app.state.dataplane = dataplane
     return app
+
+
+async def _not_supported_handler(_: Any, err: NotImplementedError) -> Any:
+    """kserve raises NotImplementedError for what a client asked and it does not support
+    (``?model_version=`` on v2 routes): a 400 with the reason, not kserve's 501."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": f"not supported: {err}"}, status_code=400)
 
 
 class _FilteredRoutes:
