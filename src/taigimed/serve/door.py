@@ -99,6 +99,9 @@ class DoorPolicy:
     queue_per_slot: int = 1  # before throughput is measured: waiting requests per batch slot
     max_json_depth: int = oa.MAX_JSON_DEPTH
     capacity: Capacity | None = None  # None (the guard): only the in-flight limit applies
+    # called with (path, status) for each request the door answers itself, so the server's own
+    # request counters (taigimed_requests_total) still see every 4xx/429 it refused
+    on_refusal: Callable[[str, int], None] | None = None
 
     @classmethod
     def from_limits(cls, limits: Any, api_tokens: set[str], reviewer_tokens: set[str], **kw: Any):
@@ -253,6 +256,8 @@ class Door:
         except Rejection as err:
             if started:
                 raise
+            if self.policy.on_refusal is not None:
+                self.policy.on_refusal(path, err.status)
             await _send_json(
                 send_with_id, err.status, _error(err.message, err.type, err.status), err.headers
             )
