@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 PROFILE ?= configs/demo-cpu
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint format test test-fast demo compile render bench tf-check clean vllm-env rehearsal ui ui-screenshots
+.PHONY: help setup lint checkov format test test-fast demo compile render bench tf-check clean vllm-env rehearsal ui ui-screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,9 +28,26 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 setup: $(STAMP) ## create .venv and install everything (idempotent)
 	@$(VENV)/bin/taigimed model resolve smollm2-135m-instruct >/dev/null
 
-lint: setup ## ruff check + format check
+lint: setup checkov ## ruff check + format check, checkov on terraform/ and every rendered overlay
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+# checkov pins its own boto3/jsonschema/networkx, so it lives in its own venv (docs/security.md).
+CHECKOV_VENV := .venv-checkov
+CHECKOV := $(CHECKOV_VENV)/bin/checkov --quiet --compact --skip-download
+$(CHECKOV_VENV)/.installed: requirements-checkov.txt
+	test -d $(CHECKOV_VENV) || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip -q --disable-pip-version-check install -r requirements-checkov.txt
+	touch $@
+
+checkov: setup $(CHECKOV_VENV)/.installed ## static security checks (checkov) of terraform/ and the overlays
+	$(CHECKOV) --framework terraform -d terraform
+	@mkdir -p runs/rendered
+	@for env in dev staging prod; do \
+	  $(VENV)/bin/kubectl kustomize manifests/overlays/$$env > runs/rendered/$$env.yaml || exit 1; \
+	  echo "checkov: overlay $$env"; \
+	  $(CHECKOV) --framework kubernetes -f runs/rendered/$$env.yaml || exit 1; \
+	done
 
 format: setup ## apply ruff fixes and formatting
 	$(VENV)/bin/ruff check --fix .

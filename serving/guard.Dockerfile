@@ -13,9 +13,9 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 COPY configs ./configs
 RUN pip install --no-deps . \
-    && useradd --uid 1000 --create-home taigimed \
+    && useradd --uid 10001 --create-home taigimed \
     && mkdir -p /var/lib/taigimed && chown taigimed /var/lib/taigimed
-USER 1000
+USER 10001
 # The SQLite review store lives here; mount a PVC (or pass a PostgreSQL review.store_url).
 VOLUME /var/lib/taigimed
 

@@ -15,8 +15,8 @@ RUN pip install --extra-index-url https://download.pytorch.org/whl/cpu \
 COPY pyproject.toml README.md ./
 COPY src ./src
 COPY configs ./configs
-RUN pip install --no-deps . && useradd --uid 1000 --create-home taigimed
-USER 1000
+RUN pip install --no-deps . && useradd --uid 10001 --create-home taigimed
+USER 10001
 
 # KServe mounts the model from storageUri at /mnt/models and routes traffic to port 8080.
 EXPOSE 8080

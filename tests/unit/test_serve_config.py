@@ -36,3 +36,21 @@ def test_bad_values_fail_early():
         load_config(ServeConfig, None, ["review.confidence_threshold=2"])
     with pytest.raises(ConfigError, match="unknown key"):
         load_config(ServeConfig, None, ["review.threshold=0.5"])
+
+
+def test_tokens_and_review_url_come_from_mounted_secret_files(tmp_path, monkeypatch):
+    """Secrets as files (checkov CKV_K8S_35): *_FILE names a mounted Secret key."""
+    from taigimed.config import load_config
+    from taigimed.serve.config import AuthSettings, ServeConfig
+
+    tokens = tmp_path / "api-tokens"
+    tokens.write_text("t1, t2\n")
+    monkeypatch.delenv("TAIGIMED_API_TOKENS", raising=False)
+    monkeypatch.setenv("TAIGIMED_API_TOKENS_FILE", str(tokens))
+    assert AuthSettings().api_tokens() == {"t1", "t2"}
+    monkeypatch.setenv("TAIGIMED_API_TOKENS_FILE", str(tmp_path / "absent"))
+    assert AuthSettings().api_tokens() == set()  # like an optional secretKeyRef
+    url = tmp_path / "url"
+    url.write_text("postgresql+psycopg://u:p@db/x\n")
+    cfg = load_config(ServeConfig, None, [f"review.store_url_file={url}"])
+    assert cfg.review.store_url == "postgresql+psycopg://u:p@db/x"

@@ -121,6 +121,7 @@ class _Row:
         if self.params.temperature > 0 and self.params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(self.params.seed)
         self.holdback = max((len(s) for s in self.params.stop), default=1) - 1
+        self.admitted_at = time.perf_counter()  # when it took its batch slot
 
 
 class ContinuousBatcher:
@@ -136,6 +137,7 @@ class ContinuousBatcher:
         max_queue: int = 64,
         max_model_len: int = 2048,
         on_step: Callable[[int], None] | None = None,
+        on_finish: Callable[[float], None] | None = None,
     ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -144,6 +146,7 @@ class ContinuousBatcher:
         self.batch_wait_s = batch_wait_ms / 1000.0
         self.max_model_len = max_model_len
         self.on_step = on_step
+        self.on_finish = on_finish  # seconds a finished request held its slot (admission reads it)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos_ids = _eos_ids(model, tokenizer)
         self._queue: queue.Queue[GenerationHandle] = queue.Queue(maxsize=max_queue)
@@ -342,6 +345,8 @@ class ContinuousBatcher:
             if reason:
                 row.handle.push(self._finish(row, reason, stop_hit))
                 done.append(offset + i)
+                if self.on_finish is not None:
+                    self.on_finish(time.perf_counter() - row.admitted_at)
         if done:
             self._drop(done)
 

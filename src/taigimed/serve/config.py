@@ -55,6 +55,21 @@ class LimitSettings:
     max_inflight: int = 64  # requests in progress in the guard; more -> 429 with Retry-After
     retry_after_s: int = 1  # the Retry-After header on 429/503
     predictor_timeout_s: float = 300.0  # guard -> predictor request timeout
+    # Admission (taigimed.serve.door), the same door on the guard and the predictor:
+    rate_per_token_per_s: float = 0.0  # requests/s per bearer token (or address); 0 = off
+    rate_burst: int = 20  # requests a token may send at once before the rate applies
+    # A generation request that would wait longer than this for a batch slot (estimated from
+    # the measured slot time) is answered 429 with Retry-After at once.
+    max_queue_wait_s: float = 10.0
+    max_list_offset: int = 1_000_000  # ?offset= on list routes; larger -> 400
+
+    def validate(self) -> None:
+        if self.max_request_bytes < 1 or self.max_inflight < 1:
+            raise ConfigError("limits.max_request_bytes and limits.max_inflight must be >= 1")
+        if self.rate_per_token_per_s < 0 or self.rate_burst < 1:
+            raise ConfigError("limits.rate_per_token_per_s must be >= 0, rate_burst >= 1")
+        if self.max_queue_wait_s <= 0:
+            raise ConfigError("limits.max_queue_wait_s must be > 0")
 
 
 @dataclass
@@ -69,6 +84,9 @@ class ReviewSettings:
     )
     # SQLAlchemy URL: a SQLite file locally, postgresql+psycopg://... on a cluster.
     store_url: str = "sqlite:///runs/serve/review.db"
+    # A file holding the URL (a mounted Secret: the password never sits in argv or env);
+    # when set and present, it replaces store_url at load time.
+    store_url_file: str = ""
     # What the client reads while a clinician has not decided yet.
     pending_message: str = (
         "你的問題需要醫生先看過才回答。請用 session id 查結果。"
@@ -83,6 +101,11 @@ class ReviewSettings:
     def validate(self) -> None:
         if not 0.0 <= self.confidence_threshold <= 1.0:
             raise ConfigError("review.confidence_threshold must be between 0 and 1")
+        if self.store_url_file:
+            if not os.path.isfile(self.store_url_file):
+                raise ConfigError(f"review.store_url_file {self.store_url_file} does not exist")
+            with open(self.store_url_file, encoding="utf-8") as f:
+                self.store_url = f.read().strip()
 
 
 @dataclass
@@ -93,6 +116,13 @@ class AuthSettings:
     api_tokens_env: str = "TAIGIMED_API_TOKENS"
     # Comma-separated reviewer tokens for /v1/review/*; unset = the API tokens are accepted.
     reviewer_tokens_env: str = "TAIGIMED_REVIEWER_TOKENS"
+    # Comma-separated tokens the predictor accepts; the guard sends the first one. Unset = the
+    # predictor is open to its network (a NetworkPolicy admits only the guard).
+    predictor_tokens_env: str = "TAIGIMED_PREDICTOR_TOKENS"
+
+    def predictor_tokens(self) -> list[str]:
+        raw = secret_from_env(self.predictor_tokens_env)
+        return [t.strip() for t in raw.split(",") if t.strip()]
 
     def api_tokens(self) -> set[str]:
         return _tokens_from_env(self.api_tokens_env)
@@ -101,8 +131,23 @@ class AuthSettings:
         return _tokens_from_env(self.reviewer_tokens_env) or self.api_tokens()
 
 
+def secret_from_env(name: str) -> str:
+    """``$NAME``, else the contents of the file named by ``$NAME_FILE``, else "".
+
+    The file form lets a Kubernetes Secret be mounted as a file rather than exposed as an
+    environment variable (readable in /proc/PID/environ and by every child process). A file
+    that is named but absent reads as unset, like an ``optional: true`` secretKeyRef.
+    """
+    value = os.environ.get(name, "")
+    path = os.environ.get(f"{name}_FILE", "")
+    if not value and path and os.path.isfile(path):
+        with open(path, encoding="utf-8") as f:
+            value = f.read()
+    return value.strip()
+
+
 def _tokens_from_env(name: str) -> set[str]:
-    return {t.strip() for t in os.environ.get(name, "").split(",") if t.strip()}
+    return {t.strip() for t in secret_from_env(name).split(",") if t.strip()}
 
 
 @dataclass
@@ -154,5 +199,6 @@ class ServeConfig:
             if not 0 <= getattr(self, key) < 65536:
                 raise ConfigError(f"{key} must be a TCP port (0-65535)")
         self.predictor.validate()
+        self.limits.validate()
         self.review.validate()
         self.ui.validate()

@@ -37,8 +37,12 @@ class GuardContext:
         admission = Admission(
             cfg.limits, metrics, cfg.auth.api_tokens(), cfg.auth.reviewer_tokens()
         )
+        # the predictor's door may want a token too (TAIGIMED_PREDICTOR_TOKENS): send the first
+        predictor_tokens = cfg.auth.predictor_tokens()
+        headers = {"authorization": f"Bearer {predictor_tokens[0]}"} if predictor_tokens else {}
         client = httpx.AsyncClient(
             base_url=predictor_url.rstrip("/"),
+            headers=headers,
             timeout=cfg.limits.predictor_timeout_s,
             limits=httpx.Limits(max_connections=cfg.limits.max_inflight + 8),
         )

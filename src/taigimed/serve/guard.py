@@ -59,6 +59,9 @@ from taigimed.serve import routers
 from taigimed.serve.admission import api_error_handler, error_response
 from taigimed.serve.config import ServeConfig
 from taigimed.serve.context import GuardContext
+from taigimed.serve.contract import publish
+from taigimed.serve.door import Door, DoorPolicy
+from taigimed.serve.exchange import CHAT, COMPLETIONS
 from taigimed.serve.kserve_app import build_app, import_kserve, serve, set_predictor_config
 from taigimed.serve.proxy import OPENAI_PREFIX, PREDICTOR_OPENAI_PREFIX, OpenAIProxy
 from taigimed.serve.ui import ui_router
@@ -155,9 +158,28 @@ def build_guard_app(cfg: ServeConfig, predictor_url: str) -> tuple[FastAPI, Guar
     set_predictor_config(host, health_check=PREDICTOR_HEALTH_CHECK)
     guard = Guard(cfg, predictor_url)
     app = build_app(
-        [GuardModel(cfg.model_name, guard)], title="TaigiMed guard", on_shutdown=[guard.close]
+        [GuardModel(cfg.model_name, guard)],
+        title="TaigiMed guard",
+        on_shutdown=[guard.close],
+        openapi=True,
     )
     guard.register(app)
+    publish(app)  # GET /openapi.json: the contract (taigimed.serve.contract)
+    # Every route behind the same door (KServe's own v1/v2 routes included); the guard has no
+    # batch slots of its own, so shedding by capacity happens at the predictor's door and its
+    # 429 comes back through the proxy with Retry-After.
+    metrics = guard.metrics
+
+    def count_refusal(path: str, status: int) -> None:
+        """The door's refusals on the OpenAI routes count like the routes' own answers."""
+        for route in (CHAT, COMPLETIONS):
+            if path == f"{OPENAI_PREFIX}/{route.path}":
+                metrics.requests.labels(metrics.model_version, route.name, str(status)).inc()
+
+    policy = DoorPolicy.from_limits(
+        cfg.limits, cfg.auth.api_tokens(), cfg.auth.reviewer_tokens(), on_refusal=count_refusal
+    )
+    app.add_middleware(Door, policy=policy)
     return app, guard
 
 

@@ -43,12 +43,26 @@ def import_kserve() -> Any:
     return kserve
 
 
+REPOSITORY_PREFIX = "/v2/repository/"
+READY_PATH = "/v2/health/ready"
+
+
 def build_app(
-    models: list[Any], title: str, on_shutdown: Sequence[Callable[[], Any]] = ()
+    models: list[Any],
+    title: str,
+    on_shutdown: Sequence[Callable[[], Any]] = (),
+    openapi: bool = False,
 ) -> FastAPI:
     """A FastAPI app with kserve's health, v1 and v2 routes for ``models``.
 
-    ``on_shutdown`` callables run when the server stops (sync or async).
+    ``on_shutdown`` callables run when the server stops (sync or async). The v2 model
+    repository routes (``/v2/repository/models/{name}/load|unload``) are removed: an
+    unauthenticated unload left every chat failing while the probes said ready, and no served
+    profile needs them (a model is loaded once per pod; a new one is a new revision).
+    The ``/v2/models/{name}/versions/{v}/...`` routes are removed too: kserve answers them 501
+    (model versioning not supported), a 5xx for a client's request.
+    ``/v2/health/ready`` is false whenever one of ``models`` is gone or not ready.
+    ``openapi=True`` publishes ``/openapi.json`` (the guard's contract; no HTML docs pages).
     """
     import_kserve()
     from kserve import errors
@@ -72,16 +86,25 @@ def build_app(
             if inspect.isawaitable(result):
                 await result
 
-    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app = FastAPI(
+        title=title,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url="/openapi.json" if openapi else None,
+        lifespan=lifespan,
+    )
     app.add_api_route("/", dataplane.live, methods=["GET"])
-    register_v1_endpoints(app, dataplane, extension)
-    register_v2_endpoints(app, dataplane, extension)
+    routes = _FilteredRoutes(app, drop_prefix=REPOSITORY_PREFIX, replace={READY_PATH})
+    register_v1_endpoints(routes, dataplane, extension)
+    register_v2_endpoints(routes, dataplane, extension)
+    ready = _strict_ready(models, repository, dataplane)
+    app.add_api_route(READY_PATH, ready, methods=["GET"], response_model=None)
     for exc, handler in (
         (errors.InvalidInput, errors.invalid_input_handler),
         (errors.InferenceError, errors.inference_error_handler),
         (errors.ModelNotFound, errors.model_not_found_handler),
         (errors.ModelNotReady, errors.model_not_ready_handler),
-        (NotImplementedError, errors.not_implemented_error_handler),
+        (NotImplementedError, _not_supported_handler),
         (errors.UnsupportedProtocol, errors.unsupported_protocol_error_handler),
         (errors.ServerNotLive, errors.server_not_live_handler),
         (errors.ServerNotReady, errors.server_not_ready_handler),
@@ -89,6 +112,50 @@ def build_app(
         app.add_exception_handler(exc, handler)
     app.state.dataplane = dataplane
     return app
+
+
+async def _not_supported_handler(_: Any, err: NotImplementedError) -> Any:
+    """kserve raises NotImplementedError for what a client asked and it does not support
+    (``?model_version=`` on v2 routes): a 400 with the reason, not kserve's 501."""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error": f"not supported: {err}"}, status_code=400)
+
+
+class _FilteredRoutes:
+    """What kserve's ``register_v*_endpoints`` get instead of the app: their routers are
+    included without the routes we drop or replace (filtered before inclusion, so nothing
+    depends on how FastAPI stores included routers)."""
+
+    def __init__(self, app: FastAPI, drop_prefix: str, replace: set[str]) -> None:
+        self.app, self.drop_prefix, self.replace = app, drop_prefix, replace
+
+    def include_router(self, router: Any, **kwargs: Any) -> None:
+        router.routes[:] = [
+            r
+            for r in router.routes
+            if not getattr(r, "path", "").startswith(self.drop_prefix)
+            and "/versions/" not in getattr(r, "path", "")  # kserve answers these 501
+            and getattr(r, "path", None) not in self.replace
+        ]
+        self.app.include_router(router, **kwargs)
+
+
+def _strict_ready(models: list[Any], repository: Any, dataplane: Any) -> Callable[..., Any]:
+    """kserve's server readiness asks only the models still registered (none after an
+    unload = ready); ours asks every model this server was built to serve."""
+    from fastapi.responses import JSONResponse
+
+    async def ready() -> JSONResponse:
+        missing = [m.name for m in models if repository.get_model(m.name) is not m or not m.ready]
+        if missing:
+            body = {"ready": False, "error": f"model(s) not loaded: {', '.join(missing)}"}
+            return JSONResponse(body, status_code=503)
+        if not await dataplane.ready():  # a transformer also asks its predictor
+            return JSONResponse({"ready": False, "error": "predictor not ready"}, status_code=503)
+        return JSONResponse({"ready": True})
+
+    return ready
 
 
 def set_predictor_config(predictor_host: str | None, health_check: bool) -> None:

@@ -184,6 +184,12 @@ class PredictorMetrics:
             ["model_version"],
             registry=r,
         )
+        self.running = Gauge(
+            "taigimed_predictor_running_sequences",
+            "Requests in the running batch (decoding)",
+            ["model_version"],
+            registry=r,
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry) + generate_latest(REGISTRY)

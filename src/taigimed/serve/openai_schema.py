@@ -4,7 +4,11 @@ kserve's own OpenAI types import vLLM, which cannot be installed beside CPU torc
 are written here: ``chat.completion``, ``chat.completion.chunk``, ``text_completion``, the model
 list, and the error body ``{"error": {"message", "type", "param", "code"}}``. Requests accept
 unknown fields (vLLM accepts many extensions) but check the ones we act on, so a bad value is a
-400 naming the field rather than a crash inside the batcher.
+400 naming the field rather than a crash inside the batcher. The known fields are strict: JSON
+``0``/``false`` are not silently read as ``false``/``0`` (``"stream": 0`` is a 400, not a plain
+answer), and ``load_json`` refuses bodies nested deeper than ``MAX_JSON_DEPTH`` and strings holding
+lone surrogates or Unicode non-characters, which would otherwise crash a tokenizer or a database
+driver further in.
 References: OpenAI API reference (chat/completions, completions, models) and vLLM's
 ``vllm/entrypoints/openai/protocol.py``.
 """
@@ -12,6 +16,7 @@ References: OpenAI API reference (chat/completions, completions, models) and vLL
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -20,6 +25,18 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 RequestT = TypeVar("RequestT", bound=BaseModel)
+
+# Real requests nest 4-5 levels (body > messages > message > content parts > part); 32 leaves
+# room for any client while keeping the parser's recursion far from Python's limit.
+MAX_JSON_DEPTH = 32
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+# Lone surrogates (U+D800-DFFF cannot be encoded as UTF-8) and the 66 Unicode non-characters.
+_BAD_CODEPOINT = re.compile(
+    "[\ud800-\udfff\ufdd0-\ufdef\ufffe\uffff"
+    + "".join(f"{chr(p << 16 | 0xFFFE)}{chr(p << 16 | 0xFFFF)}" for p in range(1, 17))
+    + "]"
+)
 
 
 class APIError(Exception):
@@ -49,8 +66,63 @@ def error_body(message: str, type: str, param: str | None, code: int) -> dict[st
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
+def json_depth(text: str) -> int:
+    """Deepest bracket nesting of a JSON text, counted without parsing (strings skipped)."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def bad_text_at(value: Any, where: str = "body") -> tuple[str, str] | None:
+    """The first string (or key) in ``value`` holding a lone surrogate or a non-character:
+    ``(path, "U+XXXX")``, or None. Walks iteratively, so depth cannot crash it."""
+    stack: list[tuple[str, Any]] = [(where, value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            found = _BAD_CODEPOINT.search(item)
+            if found:
+                return path, f"U+{ord(found.group()):04X}"
+        elif isinstance(item, dict):
+            for key, sub in item.items():
+                found = _BAD_CODEPOINT.search(key)
+                if found:
+                    return f"{path} (a key)", f"U+{ord(found.group()):04X}"
+                stack.append((f"{path}.{key}", sub))
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{i}", sub) for i, sub in enumerate(item))
+    return None
+
+
+def load_json(raw: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
+    """Parse a request body; malformed, too deeply nested or unencodable text is a 400."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise APIError(400, f"request body is not valid UTF-8: {err}") from None
+    depth = json_depth(text)
+    if depth > max_depth:
+        raise APIError(400, f"request body nests {depth} levels deep; the limit is {max_depth}")
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as err:
+        raise APIError(400, f"request body is not valid JSON: {err}") from None
+    bad = bad_text_at(data)
+    if bad is not None:
+        path, codepoint = bad
+        raise APIError(
+            400,
+            f"{path}: text holds {codepoint}, a lone surrogate or Unicode non-character "
+            "(send valid UTF-8 text)",
+            param=path,
+        )
+    return data
+
+
 class ChatMessage(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     role: Literal["system", "user", "assistant", "tool", "developer"]
     content: str | list[dict[str, Any]] | None = None
@@ -65,19 +137,21 @@ class ChatMessage(BaseModel):
         for part in self.content:
             if part.get("type") != "text":
                 raise APIError(400, f"content part type {part.get('type')!r} is not supported")
-            parts.append(str(part.get("text", "")))
+            if not isinstance(part.get("text"), str):
+                raise APIError(400, "a text content part needs a string 'text'", param="content")
+            parts.append(part["text"])
         return "".join(parts)
 
 
 class StreamOptions(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
     include_usage: bool = False
 
 
 class SamplingFields(BaseModel):
-    """Fields shared by chat and text completions."""
+    """Fields shared by chat and text completions (strict: no bool/int/float coercion)."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)
 
     model: str | None = None
     max_tokens: int | None = Field(default=None, ge=1)
@@ -85,7 +159,7 @@ class SamplingFields(BaseModel):
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=-1, ge=-1)  # vLLM extension
-    seed: int | None = None
+    seed: int | None = Field(default=None, ge=-(2**63), le=2**64 - 1)  # torch.manual_seed range
     stop: str | list[str] | None = None
     n: int = Field(default=1, ge=1)
     stream: bool = False
@@ -120,6 +194,18 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int = Field(default=0, ge=0, le=20)
 
+    @field_validator("messages")
+    @classmethod
+    def _user_text_not_blank(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
+        """A blank question would still cost a full generation and store an empty session."""
+        users = [m for m in messages if m.role == "user"]
+        if not users:
+            raise ValueError("at least one message must have role 'user'")
+        for i, message in enumerate(messages):
+            if message.role == "user" and not message.text().strip():
+                raise ValueError(f"messages[{i}] (role user) has empty or whitespace-only content")
+        return messages
+
 
 class CompletionRequest(SamplingFields):
     prompt: str | list[str]
@@ -133,6 +219,8 @@ class CompletionRequest(SamplingFields):
             if len(value) != 1:
                 raise ValueError("one prompt per request (send a string or a 1-item list)")
             value = value[0]
+        if not value.strip():
+            raise ValueError("prompt must not be empty or whitespace-only")
         return value
 
     @field_validator("echo")
@@ -145,14 +233,13 @@ class CompletionRequest(SamplingFields):
 
 def parse_request(model: type[RequestT], raw: bytes) -> RequestT:
     """Parse a JSON body into ``model``; malformed JSON or a bad field is a 400 naming it."""
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise APIError(400, f"request body is not valid JSON: {err}") from None
+    data = load_json(raw)
     if not isinstance(data, dict):
         raise APIError(400, "request body must be a JSON object")
     try:
         return model.model_validate(data)
+    except APIError:
+        raise
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"

@@ -44,7 +44,13 @@ from taigimed.serve.batching import (
     SamplingParams,
     TokenEvent,
 )
-from taigimed.serve.config import DEFAULT_MAX_MODEL_LEN, PredictorSettings, ServeConfig
+from taigimed.serve.config import (
+    DEFAULT_MAX_MODEL_LEN,
+    LimitSettings,
+    PredictorSettings,
+    ServeConfig,
+)
+from taigimed.serve.door import Door, DoorPolicy, SlotThroughput
 from taigimed.serve.kserve_app import build_app, import_kserve, serve
 from taigimed.serve.metrics import PredictorMetrics
 from taigimed.serve.predictor_routes import OPENAI_PREFIX, OpenAIRoutes
@@ -77,6 +83,7 @@ class TransformersLLM(kserve.Model):
         self.created = int(time.time())
         self.spec: ModelSpec | None = None
         self.max_model_len = settings.max_model_len
+        self.throughput = SlotThroughput(settings.max_batch_size)
 
     def load(self) -> bool:
         import torch
@@ -106,7 +113,12 @@ class TransformersLLM(kserve.Model):
             max_queue=self.settings.max_queue,
             max_model_len=self.max_model_len,
             on_step=lambda n: self.metrics.batch_size.labels(version).observe(n),
+            on_finish=self.throughput.record,
         )
+        # Read at scrape time, so the gauges fall back to 0 the moment the batcher is idle.
+        batcher = self.batcher
+        self.metrics.queue_depth.labels(version).set_function(lambda: batcher.queue_depth)
+        self.metrics.running.labels(version).set_function(lambda: batcher.running)
         log.info(
             "loaded %s on %s in %.1f s (max_batch_size=%d)",
             self.model_dir,
@@ -182,7 +194,6 @@ class TransformersLLM(kserve.Model):
             raise oa.APIError(
                 429, f"server busy: {err}; retry later", type="rate_limit_exceeded", headers=RETRY
             ) from None
-        self.metrics.queue_depth.labels(self.metrics.model_version).set(self.batcher.queue_depth)
         self.metrics.prompt_tokens.labels(self.metrics.model_version).inc(len(prompt_ids))
         return handle
 
@@ -311,8 +322,11 @@ def build_predictor_app(
     model_name: str,
     model_version: str,
     settings: PredictorSettings | None = None,
+    limits: LimitSettings | None = None,
+    api_tokens: set[str] | None = None,
 ) -> tuple[FastAPI, TransformersLLM]:
-    """Load the model and return the app (kserve routes + OpenAI routes + /metrics)."""
+    """Load the model and return the app (kserve routes + OpenAI routes + /metrics), every route
+    behind ``Door`` (tokens, body limit, in-flight, rate, shedding by measured capacity)."""
     if not versioning.is_label(model_version):
         raise ConfigError(
             f"model version {model_version!r} is not a usable label (letters, digits, '.', '_', "
@@ -326,6 +340,11 @@ def build_predictor_app(
     OpenAIRoutes(llm, [model_name]).register(app)
     app.add_exception_handler(oa.APIError, api_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler(model_version))
+    policy = DoorPolicy.from_limits(
+        limits or LimitSettings(), api_tokens or set(), set(), capacity=llm.throughput
+    )
+    # added first = innermost: its own answers (401/413/429/500) still get the version header
+    app.add_middleware(Door, policy=policy)
     app.add_middleware(VersionHeader, version=model_version)
 
     async def metrics_route() -> Response:
@@ -343,9 +362,11 @@ def run_predictor(
     model_version: str = "dev",
     settings: PredictorSettings | None = None,
     port_file: Path | None = None,
+    limits: LimitSettings | None = None,
+    api_tokens: set[str] | None = None,
 ) -> None:
     """Load the model and serve until SIGINT/SIGTERM (the contract in INTERFACES.md)."""
-    app, _ = build_predictor_app(model_dir, model_name, model_version, settings)
+    app, _ = build_predictor_app(model_dir, model_name, model_version, settings, limits, api_tokens)
     serve(app, host, port, port_file)
 
 
@@ -379,6 +400,8 @@ def main(argv: list[str] | None = None) -> int:
         model_version=versioning.resolve(args.model_version, cfg.model_version),
         settings=cfg.predictor,
         port_file=args.port_file,
+        limits=cfg.limits,
+        api_tokens=set(cfg.auth.predictor_tokens()),
     )
     return 0
 

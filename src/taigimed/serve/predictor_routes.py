@@ -7,6 +7,7 @@ streaming and metrics are shared. Response shapes come from ``openai_schema``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -60,7 +61,9 @@ class OpenAIRoutes:
 
     async def models(self) -> dict:
         llm = self.llm
-        body = oa.model_list(self.names, llm.created, llm.max_model_len, str(llm.model_dir))
+        # root names the served model, never the directory it was loaded from (a path tells a
+        # client nothing it may use, and tells an attacker the layout of the pod)
+        body = oa.model_list(self.names, llm.created, llm.max_model_len, self.names[0])
         for entry in body["data"]:  # the model card: trained values from taigimed.json
             entry["taigimed"] = serving_card(llm.spec, max_model_len=llm.max_model_len)
         return body
@@ -121,7 +124,7 @@ class OpenAIRoutes:
                 media_type="text/event-stream",
             )
         try:
-            result = await self.llm.collect(handle)
+            result = await _collect_while_connected(self.llm, handle, request)
         except oa.APIError as err:
             self._observe(route, err.status, started)
             raise
@@ -210,3 +213,22 @@ def _completion_event_logprobs(req: oa.CompletionRequest, event: TokenEvent) -> 
         return None
     tops = [event.top_logprobs] if req.logprobs else None
     return oa.completion_logprobs([event.token], [event.logprob], tops)
+
+
+async def _collect_while_connected(llm: TransformersLLM, handle: Any, request: Request) -> dict:
+    """``llm.collect(handle)``, cancelling the handle when the client disconnects: Starlette does
+    not cancel a plain (non-streamed) handler, so without this an abandoned request keeps its
+    batch slot until it finishes. The batcher drops a cancelled row at its next step."""
+
+    async def watch() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                handle.cancel()
+                return
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await llm.collect(handle)
+    finally:
+        watcher.cancel()

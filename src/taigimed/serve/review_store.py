@@ -200,6 +200,8 @@ class ReviewStore:
             return _session_dict(row, feedback)
 
     def pending(self, limit: int = 100, offset: int = 0) -> list[dict]:
+        if not (0 < limit < 2**63 and 0 <= offset < 2**63):  # SQL integers are 64-bit
+            raise ValueError(f"limit {limit} / offset {offset} outside the 64-bit range")
         with self._sessions() as db:
             rows = db.scalars(
                 select(SessionRow)

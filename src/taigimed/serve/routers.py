@@ -51,8 +51,12 @@ def review_router(ctx: GuardContext) -> APIRouter:
     @router.get("/v1/review/pending")
     async def review_pending(request: Request, limit: int = 100, offset: int = 0) -> dict:
         admission.authorize_reviewer(request)
-        if not 1 <= limit <= 1000 or offset < 0:
-            raise oa.APIError(400, "limit must be 1..1000 and offset >= 0")
+        max_offset = ctx.cfg.limits.max_list_offset
+        if not 1 <= limit <= 1000 or not 0 <= offset <= max_offset:
+            # bounded here: SQLite's OFFSET is a 64-bit integer (offset=10**30 overflowed)
+            raise oa.APIError(
+                400, f"limit must be 1..1000 and offset 0..{max_offset}", param="offset"
+            )
         items = await asyncio.to_thread(store.pending, limit, offset)
         backlog = await asyncio.to_thread(store.backlog)
         return {"object": "list", "backlog": backlog, "data": items}
