@@ -79,3 +79,22 @@ def test_records_survive_a_new_store_on_the_same_file(tmp_path):
     assert second.get(sid) == snapshot
     assert second.count() == 1
     second.close()
+
+
+def test_a_store_made_before_sources_existed_gets_the_column(tmp_path):
+    """Review databases written by an older guard open, and keep sources from then on."""
+    import sqlite3
+
+    from taigimed.serve.review_store import NewSession, ReviewStore
+
+    path = tmp_path / "old.db"
+    ReviewStore(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE sessions DROP COLUMN sources")
+    store = ReviewStore(f"sqlite:///{path}")
+    sources = [{"id": "KB015", "title": "咳嗽佮嚨喉疼", "score": 0.03}]
+    sid = store.create(
+        NewSession("v1", "answered", "q", [], "a", "a", 0.9, [], [], sources=sources)
+    )
+    assert store.get(sid)["sources"] == sources
+    store.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,11 @@ def resolve(path: str, home: Path | None) -> Path:
     return home / candidate
 
 
+def serving_rule(cfg: RetrievalConfig) -> dict[str, Any]:
+    """What the guard needs from retrieval.yaml: how many passages, when to trust the best."""
+    return {"top_k": cfg.top_k, "confidence": asdict(cfg.confidence)}
+
+
 def build_index(
     cfg: RetrievalConfig,
     out_dir: str | Path,
@@ -40,6 +46,8 @@ def build_index(
     passages = read_sources(sources)
     log.info("indexing %d passages from %d sources", len(passages), len(sources))
     index = HybridIndex.build(passages, embedder=embedder, settings=cfg.index)
+    # the rule the guard serves travels with the index it was evaluated on
+    index.serving = serving_rule(cfg)
     manifest = index.save(out_dir)
     manifest["sources"] = [str(path) for path, _ in sources]
     return manifest

@@ -61,6 +61,12 @@ def grounded_messages(messages: list[dict[str, Any]], grounding: Grounding) -> l
     return [system] + [m for m in messages if m.get("role") != "system"]
 
 
+def grounded_prompt(question: str, grounding: Grounding) -> str:
+    """The completions-route prompt: instruction, passages, then the question."""
+    lines = [f"[{i}] {h.passage.title}：{h.passage.hanji}" for i, h in enumerate(grounding.hits, 1)]
+    return INSTRUCTION + "\n資料：\n" + "\n".join(lines) + f"\n問：{question}\n答："
+
+
 def choose_answer(answer: str, grounding: Grounding, prompt_text: str) -> tuple[str, Verdict]:
     """The text to show for a grounded answer: the model's when it passes the checks, else the
     best passage (approved text). ``prompt_text`` is what the model was told (instruction,

@@ -11,7 +11,8 @@ contains; the guard's "is this match good enough to answer from" rule reads thos
 
 On disk (``save``/``load``)::
 
-    manifest.json     counts, embedder, settings, content_hash (sha256 of the three below)
+    manifest.json     counts, embedder, settings, the serving rule (top_k, confidence) it was
+                      built and evaluated with, content_hash (sha256 of all that and below)
     passages.jsonl    one Passage per line, in index order
     vectors.npy       float32 (n, dim), L2-normalised passage embeddings
     bm25/             bm25s' own saved index over our token ids; vocab.json our vocabulary
@@ -189,6 +190,7 @@ class HybridIndex:
             raise ValueError(f"{len(passages)} passages but {len(vectors)} vectors")
         self.embedder = embedder
         self.settings = settings or IndexSettings()
+        self.serving: dict[str, Any] = {}  # top_k and confidence rule, from retrieval.yaml
         self._lock = threading.Lock()
         self._state = _lexical_state(passages, np.asarray(vectors, np.float32), self.settings)
 
@@ -271,7 +273,11 @@ class HybridIndex:
         """sha256 over passages, vectors, settings and embedder: what the model card records."""
         state = self._state
         return _hash(
-            _passage_lines(state.passages), state.vectors, self.settings, self.embedder.name
+            _passage_lines(state.passages),
+            state.vectors,
+            self.settings,
+            self.embedder.name,
+            self.serving,
         )
 
     def save(self, folder: str | Path) -> dict[str, Any]:
@@ -291,8 +297,11 @@ class HybridIndex:
             "dim": int(state.vectors.shape[1]) if state.vectors.ndim == 2 else 0,
             "embedder": self.embedder.name,
             "settings": asdict(self.settings),
+            "serving": self.serving,
             "origins": _count(p.origin for p in state.passages),
-            "content_hash": _hash(lines, state.vectors, self.settings, self.embedder.name),
+            "content_hash": _hash(
+                lines, state.vectors, self.settings, self.embedder.name, self.serving
+            ),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
@@ -312,7 +321,8 @@ class HybridIndex:
         lines = (folder / "passages.jsonl").read_bytes()
         vectors = np.load(folder / "vectors.npy", allow_pickle=False)
         settings = IndexSettings(**manifest["settings"])
-        actual = _hash(lines, vectors, settings, manifest["embedder"])
+        serving = manifest.get("serving") or {}
+        actual = _hash(lines, vectors, settings, manifest["embedder"], serving)
         if actual != manifest["content_hash"]:
             raise IndexFileError(
                 f"{folder}: content hash {actual[:12]} does not match the manifest's "
@@ -321,6 +331,7 @@ class HybridIndex:
         passages = [Passage.from_dict(json.loads(line)) for line in lines.splitlines() if line]
         index = cls.__new__(cls)
         index.embedder, index.settings, index._lock = embedder, settings, threading.Lock()
+        index.serving = serving
         index._state = _load_state(folder, passages, vectors, settings)
         return index
 
@@ -375,12 +386,19 @@ def _passage_lines(passages: Sequence[Passage]) -> bytes:
     ).encode("utf-8")
 
 
-def _hash(lines: bytes, vectors: np.ndarray, settings: IndexSettings, embedder: str) -> str:
+def _hash(
+    lines: bytes,
+    vectors: np.ndarray,
+    settings: IndexSettings,
+    embedder: str,
+    serving: dict[str, Any],
+) -> str:
     digest = hashlib.sha256()
     digest.update(lines)
     digest.update(np.ascontiguousarray(vectors, dtype=np.float32).tobytes())
     digest.update(json.dumps(asdict(settings), sort_keys=True).encode())
     digest.update(embedder.encode())
+    digest.update(json.dumps(serving, sort_keys=True).encode())
     return digest.hexdigest()
 
 

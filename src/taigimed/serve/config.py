@@ -109,6 +109,18 @@ class PolicySettings:
 
 
 @dataclass
+class RetrievalSettings:
+    """Grounded answering over the version's retrieval index (docs/retrieval.md). Top-k and
+    the confidence rule are not here: they are saved in the index with the version."""
+
+    # Folder of a saved index; "" = `taigimed serve` uses versions/vN/index beside the model
+    # when there is one, else the model answers alone as before.
+    index: str = ""
+    # An answer no passage supports is held for a clinician ("retrieval_low_confidence").
+    hold_ungrounded: bool = True
+
+
+@dataclass
 class ServeConfig:
     """Everything ``taigimed serve`` needs besides the model directory."""
 
@@ -126,6 +138,7 @@ class ServeConfig:
     review: ReviewSettings = field(default_factory=ReviewSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
 
     def validate(self) -> None:
         if not self.model_name:
