@@ -5,6 +5,7 @@ subprocess), so imports sit inside the function bodies. The image already has ta
 installed; locally ``kfp.local.SubprocessRunner(use_venv=False)`` runs them in this venv.
 """
 
+from components.build_index import build_index
 from components.deploy_canary import deploy_canary
 from components.evaluate import evaluate
 from components.gate import gate, mark_rejected
@@ -13,6 +14,7 @@ from components.register import register
 from components.train import train_stage1, train_stage2
 
 __all__ = [
+    "build_index",
     "deploy_canary",
     "evaluate",
     "gate",

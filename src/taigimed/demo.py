@@ -4,8 +4,10 @@
    evaluate -> gate -> register -> deploy (the champion pointer).
 2. Start the champion behind the guard (``taigimed serve``: predictor + guard, two processes on
    127.0.0.1), exactly as the InferenceService runs them.
-3. Ask one Taigi health question through the OpenAI-compatible API and print the answer, the
-   guard's status and confidence, the gate verdict and where the reports are.
+3. Ask one Taigi health question through the OpenAI-compatible API and print the answer, its
+   sources (the retrieval index registered with the champion), the guard's status and
+   confidence, the gate verdict and where the reports are. The demo fails if the printed
+   answer is an echo of the prompt (``answer_check``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,46 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 180.0
     raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
 
 
+def answer_check(answer: str, question: str) -> list[str]:
+    """Why the printed answer is not an answer: ``echo`` when it mostly repeats the prompt
+    (the system prompts the model saw, or the question). Empty when it is an answer."""
+    from taigimed.retrieval.degenerate import echo_share
+    from taigimed.retrieval.grounding import INSTRUCTION
+    from taigimed.retrieval.knowledge import strip_disclaimer
+    from taigimed.serve.config import ServeConfig
+
+    prompt = "\n".join([ServeConfig().system_prompt, INSTRUCTION, question])
+    return ["echo"] if echo_share(strip_disclaimer(answer), prompt) >= 0.5 else []
+
+
+def ask(url: str, question: str) -> int:
+    """Ask through the OpenAI route, print answer, sources and status; 1 if it is an echo."""
+    import httpx
+
+    body = {"model": "taigimed", "messages": [{"role": "user", "content": question}]}
+    resp = httpx.post(f"{url}/openai/v1/chat/completions", json=body, timeout=600)
+    if resp.status_code != 200:
+        print(f"error: HTTP {resp.status_code}: {resp.text[:300]}")
+        return 1
+    data = resp.json()
+    answer, tag = data["choices"][0]["message"]["content"], data.get("taigimed", {})
+    print(answer)
+    for source in tag.get("sources") or []:
+        who = f", {source['reviewer']}" if source.get("reviewer") else ""
+        print(f"source: {source['id']} {source['title']} (score {source['score']:.4f}{who})")
+    confidence = tag.get("confidence")
+    print(f"status: {tag.get('status')}  grounding: {tag.get('grounding', '-')}")
+    if tag.get("model_answer_rejected"):
+        print(f"model's own answer not shown: {', '.join(tag['model_answer_rejected'])}")
+    print(f"confidence: {'-' if confidence is None else f'{confidence:.3f}'}")
+    print(f"session: {tag.get('session_id')}")
+    problems = answer_check(answer, question)
+    if problems:
+        print(f"DEMO CHECK FAILED: the answer is an {', '.join(problems)} of the prompt")
+        return 1
+    return 0
+
+
 def serve_and_ask(model_dir: Path, version: str, question: str) -> int:
     """Start predictor + guard on free loopback ports, ask one question, stop both."""
     port, predictor_port = free_port(), free_port()
@@ -59,9 +101,7 @@ def serve_and_ask(model_dir: Path, version: str, question: str) -> int:
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/v2/health/ready", server)
         print(f"\n== asking (Taigi): {question}")
-        chat = [sys.executable, "-m", "taigimed.cli", "chat", "--url",
-                f"http://127.0.0.1:{port}", "--once", question]  # fmt: skip
-        code = subprocess.run(chat, check=False).returncode
+        code = ask(f"http://127.0.0.1:{port}", question)
         print(f"\n== pages (they stop with the demo; `make ui` keeps them running):\n"
               f"patient chat  http://127.0.0.1:{port}/ui/\n"
               f"review desk   http://127.0.0.1:{port}/ui/review")  # fmt: skip

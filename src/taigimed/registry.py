@@ -8,6 +8,8 @@ Layout under a root (``file:///path`` locally, ``s3://bucket/prefix`` on a clust
     versions/v1/MODEL_CARD.md
     versions/v1/gate_held.json   the model spec (also in model/taigimed.json), and the guard
                                  policy and safety suite version the gate evaluated it with
+    versions/v1/index/...        the retrieval index this version serves (optional; its content
+                                 hash is in version.json and the model card)
     versions/v1/version.json     written last: a version without it does not exist
     champion.json                {"version": "v1", "history": [...]} (the gate reads it;
                                  it follows the prod overlay: a rollout's promotion moves
@@ -114,12 +116,16 @@ class LocalStore:
     def write_json(self, key: str, obj: Any) -> None:
         write_json(self.root / key, obj)
 
-    def publish_version(self, name: str, files: dict[str, Any], model_dir: Path) -> None:
+    def publish_version(
+        self, name: str, files: dict[str, Any], model_dir: Path, index_dir: Path | None = None
+    ) -> None:
         """Build the version in a temp dir, then rename it to ``versions/<name>``."""
         versions = self.root / "versions"
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=versions))
         try:
             copy_model(model_dir, tmp / "model")
+            if index_dir is not None:
+                copy_model(index_dir, tmp / "index")
             for key, content in files.items():
                 target = tmp / key
                 if isinstance(content, str):
@@ -197,12 +203,17 @@ class S3Store:
         data = json.dumps(obj, ensure_ascii=False, indent=2).encode()
         self.client.put_object(Bucket=self.bucket, Key=self.key(key), Body=data)
 
-    def publish_version(self, name: str, files: dict[str, Any], model_dir: Path) -> None:
+    def publish_version(
+        self, name: str, files: dict[str, Any], model_dir: Path, index_dir: Path | None = None
+    ) -> None:
         """Upload model and files, then ``version.json``: readers see the version only then."""
-        for path in sorted(model_dir.rglob("*")):
-            if path.is_file():
-                key = self.key(f"versions/{name}/model/{path.relative_to(model_dir).as_posix()}")
-                self.client.upload_file(str(path), self.bucket, key)
+        folders = [("model", model_dir)] + ([("index", index_dir)] if index_dir else [])
+        for prefix, folder in folders:
+            for path in sorted(folder.rglob("*")):
+                if path.is_file():
+                    rel = path.relative_to(folder).as_posix()
+                    key = self.key(f"versions/{name}/{prefix}/{rel}")
+                    self.client.upload_file(str(path), self.bucket, key)
         marker = files.pop("version.json")
         for key, content in files.items():
             body = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
@@ -251,8 +262,13 @@ class Registry:
         verdict: Any,
         card: str | Path,
         source: dict[str, Any] | None = None,
+        index_dir: str | Path | None = None,
     ) -> str:
-        """Store a gated model as the next version; a failed gate verdict raises RegistryError."""
+        """Store a gated model as the next version; a failed gate verdict raises RegistryError.
+
+        ``index_dir`` is the retrieval index built for this version (``taigimed.retrieval``):
+        stored beside the model under the same version, its content hash recorded in
+        ``version.json`` and in the model card, so what is served is what was gated."""
         verdict_d = _verdict_dict(verdict)
         if verdict_d.get("passed") is not True:
             reasons = "; ".join(verdict_d.get("reasons", [])) or "no 'passed: true' in verdict"
@@ -261,6 +277,9 @@ class Registry:
         if not (model_dir / "config.json").is_file():
             raise RegistryError(f"{model_dir}: not a model directory (no config.json)")
         card_text = Path(card).read_text(encoding="utf-8") if _is_file(card) else str(card)
+        index_record = _index_record(Path(index_dir)) if index_dir else None
+        if index_record:
+            card_text = card_text.rstrip("\n") + "\n\n" + _index_card(index_record)
         for _attempt in range(5):
             name = self._next_version()
             record = {
@@ -270,6 +289,8 @@ class Registry:
                 "source": source or {"model_dir": str(model_dir)},
                 "id": uuid.uuid4().hex,
             }
+            if index_record:
+                record["index"] = {**index_record, "uri": self.index_uri(name)}
             files = {
                 "metrics.json": metrics,
                 "gate.json": verdict_d,
@@ -279,7 +300,9 @@ class Registry:
                 "version.json": record,
             }
             try:
-                self.store.publish_version(name, files, model_dir)
+                self.store.publish_version(
+                    name, files, model_dir, Path(index_dir) if index_dir else None
+                )
             except OSError as err:
                 if err.errno in (errno.EEXIST, errno.ENOTEMPTY):
                     continue  # another writer took this number; try the next
@@ -305,6 +328,10 @@ class Registry:
         """URI of the model folder, as an InferenceService ``storageUri`` takes it."""
         return self.store.uri(f"versions/{version}/model")
 
+    def index_uri(self, version: str) -> str:
+        """URI of the version's retrieval index folder (present when it was registered with one)."""
+        return self.store.uri(f"versions/{version}/index")
+
     def champion(self) -> str | None:
         pointer = self.store.read_json("champion.json")
         return pointer.get("version") if pointer else None
@@ -325,6 +352,29 @@ class Registry:
                 "history": history,
             },
         )
+
+
+def _index_record(index_dir: Path) -> dict[str, Any]:
+    """What the registry keeps about an index: its hash and what is in it (manifest.json)."""
+    manifest = (
+        read_json(index_dir / "manifest.json") if (index_dir / "manifest.json").is_file() else None
+    )
+    if not manifest or "content_hash" not in manifest:
+        raise RegistryError(f"{index_dir}: not a retrieval index (no manifest.json with a hash)")
+    keys = ("content_hash", "passages", "origins", "embedder", "created")
+    return {k: manifest.get(k) for k in keys}
+
+
+def _index_card(record: dict[str, Any]) -> str:
+    """The model card's section on the retrieval index served with this version."""
+    origins = ", ".join(f"{n} {k}" for k, n in sorted((record.get("origins") or {}).items()))
+    return (
+        "## Retrieval index\n\n"
+        f"Served with this version (docs/retrieval.md): {record['passages']} passages "
+        f"({origins}), embedder `{record['embedder']}`, BM25 over character bigrams, "
+        "reciprocal rank fusion.\n\n"
+        f"Content hash (sha256): `{record['content_hash']}`\n"
+    )
 
 
 def _is_file(card: str | Path) -> bool:

@@ -33,12 +33,16 @@ def test_gpu_steps_carry_kubernetes_settings(tmp_path):
         assert secrets == {"taigimed-hub", "taigimed-s3"}
         container = spec["deploymentSpec"]["executors"][name]["container"]
         assert container["resources"]["accelerator"]["resourceCount"] == "1"
-    # register and deploy-canary only run inside the gate-passed branch
+    # the index, register and deploy-canary only run inside the gate-passed branch
     root_tasks = spec["root"]["dag"]["tasks"]
-    assert "register" not in root_tasks and "deploy-canary" not in root_tasks
+    assert not {"build-index", "register", "deploy-canary"} & set(root_tasks)
     branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
     gated = {name: set(spec["components"][f"comp-{name}"]["dag"]["tasks"]) for name in branches}
-    assert {"register", "deploy-canary"} in gated.values()
+    assert {"build-index", "register", "deploy-canary"} in gated.values()
+    register = spec["components"]["comp-condition-2"]["dag"]["tasks"]["register"]
+    assert register["inputs"]["artifacts"]["index"]["taskOutputArtifact"]["producerTask"] == (
+        "build-index"
+    )
     assert {"mark-rejected"} in gated.values()
     condition = branches["condition-2"]["triggerPolicy"]["condition"]
     assert "pipelinechannel--gate-passed" in condition and "true" in condition

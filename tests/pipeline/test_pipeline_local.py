@@ -6,6 +6,7 @@ the DAG, ``dsl.If`` and KFP's local executor are all real.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def tiny_profile(tmp_path: Path) -> Path:
     """demo-cpu's data/train/eval configs with a gate on the metrics a tiny model can meet."""
     profile = tmp_path / "profile"
     profile.mkdir()
-    for name in ("data.yaml", "train.yaml", "eval.yaml"):
+    for name in ("data.yaml", "train.yaml", "eval.yaml", "retrieval.yaml"):
         shutil.copy(REPO_ROOT / "configs" / "demo-cpu" / name, profile / name)
     gate = {
         "require_champion": False,
@@ -58,7 +59,15 @@ def test_local_run_registers_on_pass_and_rejects_on_a_rigged_gate(tmp_path):
     assert registry.champion() == "v1"
     steps = {p.name for p in passed.run_dir.iterdir() if p.is_dir()}
     assert {"prepare", "train-stage1", "train-stage2", "evaluate", "gate"} <= steps
-    assert {"register", "deploy-canary"} <= steps and "mark-rejected" not in steps
+    assert {"build-index", "register", "deploy-canary"} <= steps and "mark-rejected" not in steps
+    # the version carries the retrieval index built for it: knowledge base + approved answers
+    index = registry.get("v1").record["index"]
+    assert index["origins"] == {"knowledge": 83, "clinician_review": 6}
+    served = Path(registry.index_uri("v1").removeprefix("file://"))
+    assert (
+        json.loads((served / "manifest.json").read_text())["content_hash"]
+        == (index["content_hash"])
+    )
     stage2_card = (passed.run_dir / "train-stage2" / "model" / "MODEL_CARD.md").read_text()
     assert "stage" in stage2_card.lower()
 

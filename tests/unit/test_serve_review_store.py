@@ -148,3 +148,22 @@ def test_history_is_decisions_newest_first_and_stats_count_them(store):
     tomorrow = store.review_stats(now, now + dt.timedelta(hours=1))
     assert tomorrow["decisions_today"] == 0
     assert [p["session_id"] for p in store.pending()] == [d]
+
+
+def test_a_store_made_before_sources_existed_gets_the_column(tmp_path):
+    """Review databases written by an older guard open, and keep sources from then on."""
+    import sqlite3
+
+    from taigimed.serve.review_store import NewSession, ReviewStore
+
+    path = tmp_path / "old.db"
+    ReviewStore(f"sqlite:///{path}").close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("ALTER TABLE sessions DROP COLUMN sources")
+    store = ReviewStore(f"sqlite:///{path}")
+    sources = [{"id": "KB015", "title": "咳嗽佮嚨喉疼", "score": 0.03}]
+    sid = store.create(
+        NewSession("v1", "answered", "q", [], "a", "a", 0.9, [], [], sources=sources)
+    )
+    assert store.get(sid)["sources"] == sources
+    store.close()

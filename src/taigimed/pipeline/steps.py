@@ -201,8 +201,26 @@ def gate_step(profile: str, eval_dir: str, overrides: str, out_dir: str) -> tupl
     return result.passed, list(result.reasons)
 
 
-def register_step(candidate_dir: str, eval_dir: str, gate_dir: str, registry_root: str) -> str:
-    """Register the candidate with its metrics and gate verdict; returns the new version."""
+def index_step(profile: str, overrides: str, out_dir: str) -> dict[str, Any]:
+    """Build the retrieval index the next version serves (``<profile>/retrieval.yaml``): the
+    knowledge base, leaflets and approved review answers, embedded and saved with its hash."""
+    from taigimed.retrieval.build import build_index
+    from taigimed.retrieval.config import RetrievalConfig
+
+    with in_project_home():
+        cfg = profile_config(RetrievalConfig, profile, "retrieval.yaml", overrides)
+        return build_index(cfg, Path(out_dir), home=PROJECT_HOME)
+
+
+def register_step(
+    candidate_dir: str,
+    eval_dir: str,
+    gate_dir: str,
+    registry_root: str,
+    index_dir: str | None = None,
+) -> str:
+    """Register the candidate with its metrics, gate verdict and retrieval index (same
+    version); returns the new version."""
     from taigimed.registry import Registry
 
     summary = read_json(Path(eval_dir) / "summary.json")
@@ -213,6 +231,7 @@ def register_step(candidate_dir: str, eval_dir: str, gate_dir: str, registry_roo
         metrics=summary["candidate"],
         verdict=verdict,
         card=card.read_text(encoding="utf-8") if card.is_file() else "",
+        index_dir=index_dir,
     )
 
 

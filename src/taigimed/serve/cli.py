@@ -41,6 +41,12 @@ def register(subparsers: Any) -> None:
     serve.add_argument("--model-name", help="served model name (default taigimed)")
     serve.add_argument("--model-version", help="model version label on metrics (e.g. v1)")
     serve.add_argument(
+        "--index",
+        type=Path,
+        help="retrieval index folder for grounded answers (default: versions/vN/index beside a "
+        "registry model, when present; docs/retrieval.md)",
+    )
+    serve.add_argument(
         "--ready-timeout", type=float, default=300, help="seconds to wait for both to be ready"
     )
     serve.add_argument("overrides", nargs="*", help="config overrides key=value")
@@ -82,6 +88,7 @@ def run_serve(args: argparse.Namespace) -> int:
         return 1
     host = args.host or cfg.host
     common = [*(["--config", str(args.config)] if args.config else [])]
+    guard_only = _retrieval_override(args.index, cfg.retrieval.index, model_dir)
     names = ["--model-name", args.model_name or cfg.model_name]
     names += ["--model-version", args.model_version or cfg.model_version]
     with tempfile.TemporaryDirectory(prefix="taigimed-serve-") as tmp:
@@ -103,6 +110,7 @@ def run_serve(args: argparse.Namespace) -> int:
                 [
                     *("--predictor-url", _url(host, pport), "--host", host, "--port", str(gport)),
                     *("--port-file", str(gfile), *names, *common, *args.overrides),
+                    *guard_only,
                 ],
             )
             procs.append(guard)
@@ -123,6 +131,19 @@ def run_serve(args: argparse.Namespace) -> int:
             return 0
         finally:
             _stop(procs)
+
+
+def _retrieval_override(index: Path | None, configured: str, model_dir: Path) -> list[str]:
+    """The guard's ``retrieval.index``: --index, else the config's, else the index registered
+    with the served version (``versions/vN/index`` beside ``versions/vN/model``)."""
+    if index is None and not configured:
+        from taigimed.retrieval.serving import index_beside_model
+
+        index = index_beside_model(model_dir)
+    if index is None:
+        return []
+    print(f"retrieval  {index}", flush=True)
+    return [f"retrieval.index={index}"]
 
 
 def _spawn(module: str, argv: list[str]) -> subprocess.Popen:
@@ -244,6 +265,11 @@ def _ask(client: Any, args: argparse.Namespace, question: str, return_session: b
     else:
         tag = data.get("taigimed", {})
         print(data["choices"][0]["message"]["content"])
+        for source in tag.get("sources") or []:
+            who = f", {source['reviewer']}" if source.get("reviewer") else ""
+            print(f"source: {source['id']} {source['title']} ({source['score']:.4f}{who})")
+        if tag.get("grounding"):
+            print(f"grounding: {tag['grounding']}")
         conf = tag.get("confidence")
         print(f"status: {tag.get('status')}")
         print(f"confidence: {'-' if conf is None else f'{conf:.3f}'}")

@@ -172,6 +172,18 @@ class UISettings:
 
 
 @dataclass
+class RetrievalSettings:
+    """Grounded answering over the version's retrieval index (docs/retrieval.md). Top-k and
+    the confidence rule are not here: they are saved in the index with the version."""
+
+    # Folder of a saved index; "" = `taigimed serve` uses versions/vN/index beside the model
+    # when there is one, else the model answers alone as before.
+    index: str = ""
+    # An answer no passage supports is held for a clinician ("retrieval_low_confidence").
+    hold_ungrounded: bool = True
+
+
+@dataclass
 class ServeConfig:
     """Everything ``taigimed serve`` needs besides the model directory."""
 
@@ -191,6 +203,7 @@ class ServeConfig:
     auth: AuthSettings = field(default_factory=AuthSettings)
     policy: PolicySettings = field(default_factory=PolicySettings)
     ui: UISettings = field(default_factory=UISettings)
+    retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
 
     def validate(self) -> None:
         if not self.model_name:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 
@@ -29,6 +30,7 @@ class GuardContext:
     policy: guardrails.GuardPolicy
     admission: Admission
     client: httpx.AsyncClient
+    knowledge: Any = None  # taigimed.retrieval.serving.LiveKnowledge when an index is served
 
     @classmethod
     def create(cls, cfg: ServeConfig, predictor_url: str) -> GuardContext:
@@ -47,7 +49,9 @@ class GuardContext:
             limits=httpx.Limits(max_connections=cfg.limits.max_inflight + 8),
         )
         metrics.backlog.labels(cfg.model_version).set(store.backlog())
-        return cls(cfg, metrics, store, policy_from_settings(cfg.policy), admission, client)
+        knowledge = load_knowledge(cfg.retrieval.index, store) if cfg.retrieval.index else None
+        policy = policy_from_settings(cfg.policy)
+        return cls(cfg, metrics, store, policy, admission, client, knowledge)
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -65,3 +69,12 @@ class GuardContext:
         return oa.APIError(
             503, message, type="service_unavailable", headers=self.admission.retry_after()
         )
+
+
+def load_knowledge(folder: str, store: ReviewStore) -> Any:
+    """The served retrieval index, with every approval already in the review store added."""
+    from taigimed.retrieval.serving import LiveKnowledge
+
+    knowledge = LiveKnowledge.load(folder)
+    knowledge.sync(store.approved_sessions())
+    return knowledge

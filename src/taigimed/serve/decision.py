@@ -133,10 +133,12 @@ def after_model(
     token_logprobs: list[float],
     policy: guardrails.GuardPolicy,
     review: ReviewSettings,
+    extra_reasons: tuple[str, ...] = (),
 ) -> AnswerDecision:
-    """Confidence, review decision and client text for one model answer."""
+    """Confidence, review decision and client text for one model answer. ``extra_reasons``
+    hold it for reasons found elsewhere (retrieval found nothing to ground it on)."""
     score = confidence(token_logprobs)
-    reasons = review_reasons(question, score, review)
+    reasons = review_reasons(question, score, review) + list(extra_reasons)
     draft = guardrails.scrub_pii(draft)
     if reasons:
         text = guardrails.finish(review.pending_message, policy)

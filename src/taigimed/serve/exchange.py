@@ -34,6 +34,9 @@ class Exchange:
     tracker: Tracker
     id: str = ""
     created: int = field(default_factory=oa.now)
+    grounding: Any = None  # taigimed.retrieval.grounding.Grounding once retrieval ran
+    upstream_messages: list[dict[str, str]] | None = None  # grounded conversation, if any
+    upstream_prompt: str | None = None  # grounded completions prompt, if any
 
     def chunks(self) -> oa.ChunkStream:
         return oa.ChunkStream(self.route.chat, self.id, self.model, self.created)
@@ -77,9 +80,10 @@ class Route:
         req = ex.req
         body: dict[str, Any] = {"model": ex.model}
         if self.chat:
-            body.update(messages=ex.messages, logprobs=True, top_logprobs=req.top_logprobs or 0)
+            messages = ex.upstream_messages or ex.messages
+            body.update(messages=messages, logprobs=True, top_logprobs=req.top_logprobs or 0)
         else:
-            body.update(prompt=ex.question, logprobs=req.logprobs or 0)
+            body.update(prompt=ex.upstream_prompt or ex.question, logprobs=req.logprobs or 0)
         body["stream"] = stream
         for key in _PASSED_ON:
             value = getattr(req, key)

@@ -21,18 +21,26 @@ Streaming: by default an answer is decided before it is shown, then re-streamed 
 (``replay_stream``), so a held answer is never seen; with ``review.hold_streams: false`` tokens
 pass through as they come (``live_stream``) and the decision is announced at the end.
 
+Retrieval (``taigimed.retrieval``, when an index is served): between hooks 2 and 4, ``retrieve``
+finds the top-k approved passages for a question that passed triage. A confident match grounds
+the model (it is asked to answer from the passages); in ``post_answer`` a grounded answer that
+fails the degenerate checks is replaced by the best passage itself, and an answer nothing
+supported is held for review (``retrieval_low_confidence``).
+
 Every guard response is the OpenAI shape plus ``taigimed: {status, session_id, confidence,
-model_version}``; see ``taigimed.serve.guard`` for which version a request is labelled with.
+model_version, grounding, sources}``; see ``taigimed.serve.guard`` for which version a request
+is labelled with. ``sources`` lists the retrieved passages (id, title, score, origin, reviewer).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -71,6 +79,11 @@ class Outcome:
     completion_tokens: int = 0
     upstream_logprobs: Any = None
     model_version: str = ""  # the version that answered (the guard's own when no model did)
+    sources: list[dict[str, Any]] = field(default_factory=list)  # retrieved passages
+    # "" (no retrieval), "model_grounded", "passage" (the model's answer failed the checks and
+    # the best approved passage was shown), "model_alone" (nothing matched well)
+    grounding: str = ""
+    rejected_model_answer: list[str] = field(default_factory=list)  # why, for "passage"
 
     @property
     def status(self) -> str:
@@ -143,6 +156,8 @@ class OpenAIProxy:
         """The hooks in order, then the response in the shape and streaming mode asked for."""
         ex = self.pre_request(route, raw, tracker)
         outcome = await self.pre_model(ex)
+        if outcome is None:
+            await self.retrieve(ex)
         if outcome is None and ex.req.stream and not self.cfg.review.hold_streams:
             tracker.deferred = True
             return StreamingResponse(self.live_stream(ex), media_type="text/event-stream")
@@ -197,6 +212,39 @@ class OpenAIProxy:
         log.info("session %s %s %s", session_id, decided.action.value, decided.categories)
         return Outcome(decided.action, decided.text, session_id, None, model_version=v)
 
+    async def retrieve(self, ex: Exchange) -> None:
+        """Top-k approved passages for a question that passed triage; a confident match
+        grounds the model's prompt. No index served: nothing changes."""
+        knowledge = self.ctx.knowledge
+        if knowledge is None:
+            return
+        from taigimed.retrieval.grounding import grounded_messages, grounded_prompt
+
+        ex.grounding = await asyncio.to_thread(knowledge.ground, ex.question)
+        if ex.grounding.mode == "grounded":
+            ex.upstream_messages = grounded_messages(ex.messages, ex.grounding)
+            ex.upstream_prompt = grounded_prompt(ex.question, ex.grounding)
+
+    def grounded_answer(
+        self, ex: Exchange, answer: UpstreamAnswer
+    ) -> tuple[str, list[float], tuple[str, ...], str, list[str]]:
+        """(text, token log-probs, extra review reasons, grounding mode, rejected-answer
+        reasons) for the decision: the model's answer, or the best passage when a grounded
+        answer is degenerate (approved text: no model confidence applies to it)."""
+        g = ex.grounding
+        if g is None:
+            return answer.text, answer.token_logprobs, (), "", []
+        from taigimed.retrieval.grounding import NO_MATCH_REASON, choose_answer
+
+        if g.mode != "grounded":
+            held = (NO_MATCH_REASON,) if self.cfg.retrieval.hold_ungrounded else ()
+            return answer.text, answer.token_logprobs, held, "model_alone", []
+        prompt_text = "\n".join(str(m.get("content", "")) for m in ex.messages)
+        shown, verdict = choose_answer(answer.text, g, prompt_text)
+        if verdict.ok:
+            return answer.text, answer.token_logprobs, (), "model_grounded", []
+        return shown, [], (), "passage", list(verdict.reasons)
+
     def on_chunk(self, ex: Exchange, piece: str) -> str:
         """Hook 3: one piece of a live stream's text before the client sees it."""
         return piece
@@ -205,9 +253,11 @@ class OpenAIProxy:
         """Hook 4: confidence, review decision, disclaimer, storage and metrics for a model
         answer (labelled and stored with the version that answered)."""
         review = self.cfg.review
+        text, token_logprobs, extra, mode, rejected = self.grounded_answer(ex, answer)
         decided = decision.after_model(
-            ex.question, answer.text, answer.token_logprobs, self.ctx.policy, review
+            ex.question, text, token_logprobs, self.ctx.policy, review, extra
         )
+        sources = ex.grounding.sources if ex.grounding is not None else []
         v, m = ex.tracker.version, self.metrics
         session_id = await self.ctx.save_session(
             NewSession(
@@ -220,6 +270,7 @@ class OpenAIProxy:
                 confidence=decided.confidence,
                 review_reasons=decided.review_reasons,
                 categories=[],
+                sources=sources,
             )
         )
         m.outcomes.labels(v, decided.action.value).inc()
@@ -240,8 +291,11 @@ class OpenAIProxy:
             finish_reason=answer.finish_reason,
             prompt_tokens=answer.usage.get("prompt_tokens", 0),
             completion_tokens=answer.usage.get("completion_tokens", 0),
-            upstream_logprobs=None if decided.held else answer.client_logprobs,
+            upstream_logprobs=None if decided.held or mode == "passage" else answer.client_logprobs,
             model_version=v,
+            sources=sources,
+            grounding=mode,
+            rejected_model_answer=rejected,
         )
 
     # -- the predictor ---------------------------------------------------------------------
@@ -279,12 +333,18 @@ class OpenAIProxy:
 
     # -- rendering -------------------------------------------------------------------------
     def tag(self, outcome: Outcome) -> dict[str, Any]:
-        return {
+        tag = {
             "status": outcome.status,
             "session_id": outcome.session_id,
             "confidence": outcome.confidence,
             "model_version": outcome.model_version or self.metrics.model_version,
+            "sources": outcome.sources,
         }
+        if outcome.grounding:
+            tag["grounding"] = outcome.grounding
+        if outcome.rejected_model_answer:
+            tag["model_answer_rejected"] = outcome.rejected_model_answer
+        return tag
 
     def headers(self, outcome: Outcome, tracker: Tracker) -> dict[str, str]:
         return {
@@ -360,6 +420,8 @@ class OpenAIProxy:
             outcome = await self.post_answer(ex, answer)
             held = outcome.action is Action.NEEDS_REVIEW
             tail = decision.live_stream_tail(streamed, held, self.ctx.policy, self.cfg.review)
+            if outcome.grounding == "passage":  # its words were shown; the passage follows
+                tail = "\n\n" + outcome.text
             last = chunks.last(finish, tail)
             last["taigimed"] = self.tag(outcome)
             yield oa.sse(last)

@@ -18,7 +18,7 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -81,6 +81,8 @@ class SessionRow(Base):
     reviewer: Mapped[str | None] = mapped_column(String(128), nullable=True)
     review_note: Mapped[str | None] = mapped_column(Text, nullable=True)  # reject reason / note
     reviewed_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    # retrieved passages the answer was built on: [{id, title, score, ...}] (taigimed.sources)
+    sources: Mapped[list | None] = mapped_column(JSON, nullable=True, default=list)
 
 
 class FeedbackRow(Base):
@@ -114,6 +116,7 @@ class NewSession:
     confidence: float | None
     review_reasons: list[str]
     categories: list[str]
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
 
 class ReviewStore:
@@ -124,6 +127,7 @@ class ReviewStore:
         self.engine = _make_engine(url)
         Base.metadata.create_all(self.engine)
         _upgrade_feedback_table(self.engine)
+        _add_missing_columns(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = threading.Lock()  # SQLite has one writer; keep it orderly
 
@@ -282,6 +286,14 @@ class ReviewStore:
             "by_version": dict(sorted(versions.items())),
         }
 
+    def approved_sessions(self) -> list[dict]:
+        """Approved sessions as session dicts (question, final answer, reviewer, time): what
+        the guard adds to its live retrieval index at start-up."""
+        query = select(SessionRow).where(SessionRow.status == "approved")
+        with self._sessions() as db:
+            rows = db.scalars(query.order_by(SessionRow.reviewed_at, SessionRow.id)).all()
+            return [_session_dict(r, []) for r in rows]
+
     def _pending(self, db: Session, session_id: str) -> SessionRow:
         row = db.get(SessionRow, session_id)
         if row is None:
@@ -349,6 +361,7 @@ def _session_dict(row: SessionRow, feedback: Any) -> dict[str, Any]:
         "created_at": _iso(row.created_at),
         "updated_at": _iso(row.updated_at),
         "reviewed_at": _iso(row.reviewed_at),
+        "sources": list(row.sources or []),
         "feedback": [
             {
                 "rating": f.rating,
@@ -398,6 +411,17 @@ def _upgrade_feedback_table(engine: Engine) -> None:
             )
         )
         conn.execute(text("DROP TABLE feedback_before_upgrade"))
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """A store created before a column existed gets it (``create_all`` adds tables, not
+    columns): today only ``sessions.sources``."""
+    from sqlalchemy import inspect, text
+
+    present = {c["name"] for c in inspect(engine).get_columns("sessions")}
+    if "sources" not in present:
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE sessions ADD COLUMN sources JSON"))
 
 
 def _make_engine(url: str) -> Engine:

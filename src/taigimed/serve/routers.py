@@ -95,6 +95,10 @@ def review_router(ctx: GuardContext) -> APIRouter:
             raise _no_session(session_id) from None
         except Conflict as err:
             raise oa.APIError(409, str(err), param="session_id") from None
+        if approve and ctx.knowledge is not None:
+            # live at once: the next question like it retrieves the clinician's answer
+            passage = await asyncio.to_thread(ctx.knowledge.add_approved, result)
+            result["knowledge_id"] = passage.id if passage else None
         # The decision counts for the version that wrote the answer; the backlog is the queue's.
         decision = "approved" if approve else "rejected"
         metrics.reviews_decided.labels(result["model_version"], decision).inc()
@@ -135,6 +139,7 @@ def sessions_router(ctx: GuardContext) -> APIRouter:
             "updated_at": s["updated_at"],
             "reviewed_at": s["reviewed_at"],
             "feedback": s["feedback"],
+            "sources": s["sources"],
         }
 
     return router
