@@ -19,7 +19,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from taigimed.utils import REPO_ROOT, git_commit
+# One torch thread unless BENCH_THREADS says otherwise: on the shared 2-core machine two OpenMP
+# threads thrash whenever another process holds a core (each waits at every barrier for the
+# other), which made both arms several times slower and noisier. Set before torch is imported,
+# and inherited by each arm's process; both arms of every comparison run with the same count.
+THREADS = os.environ.setdefault("BENCH_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", THREADS)
+os.environ.setdefault("MKL_NUM_THREADS", THREADS)
+
+import torch  # noqa: E402
+
+torch.set_num_threads(int(THREADS))
+
+from taigimed.utils import REPO_ROOT, git_commit  # noqa: E402
 
 BENCH_VENV = REPO_ROOT / ".venv-bench"
 RESULTS = REPO_ROOT / "bench" / "results"

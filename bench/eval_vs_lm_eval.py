@@ -5,8 +5,7 @@ JSONL through the ``json`` dataset builder, no hub) with its ``hf`` backend on C
 size 8; taigimed runs ``taigimed evaluate``'s mcq task (:func:`taigimed.eval.mcq.evaluate_mcq`,
 ``configs/demo-cpu/eval.yaml`` settings: 8 questions per pass, prompt KV cache shared by the
 options). Both load SmolLM2-135M-Instruct from the same converted directory. Per data set, the
-arms run back to back (taigimed, lm-eval, then both again in the other order) and the figures
-are the sums of both rounds.
+arms run back to back after a 2-question warm-up of each, the order alternating between sets.
 
 What is compared:
 
@@ -20,7 +19,7 @@ What is compared:
   taigimed's, and how many continuations lm-eval tokenises differently (it encodes prompt +
   continuation together and splits; taigimed encodes them apart).
 
-Data: ``data/demo/medqa_demo.jsonl`` (64 questions), plus a fixed seeded sample of
+Data: the first 32 questions of ``data/demo/medqa_demo.jsonl``, plus a fixed seeded sample of
 ``../shared/data/medqa_tw/dev.jsonl`` when present (skipped with a line when absent).
 Writes ``bench/results/eval_vs_lm_eval.json``. Needs ``.venv-bench`` (``make bench-env``)::
 
@@ -76,12 +75,17 @@ def eval_config() -> MCQConfig:
     return dataclasses.replace(cfg, normalize="none", max_questions=0)
 
 
-def shared_sample(n: int, seed: int, out: Path) -> Path | None:
-    """A fixed sample of the shared dev set as a JSONL of its own (None when absent)."""
-    if not _common.SHARED_MEDQA_DEV.is_file():
-        return None
-    lines = _common.SHARED_MEDQA_DEV.read_text(encoding="utf-8").splitlines()
-    picked = sorted(random.Random(seed).sample(range(len(lines)), min(n, len(lines))))
+def sample_file(source: Path, n: int, seed: int | None, out: Path) -> Path:
+    """The first ``n`` lines (seed None) or a seeded sample in file order, as its own JSONL.
+
+    Both arms then read exactly this file (lm-eval has no "first n" of its own that we trust
+    to match; ``--limit`` would do, but one file keeps the comparison obvious).
+    """
+    lines = source.read_text(encoding="utf-8").splitlines()
+    if seed is None:
+        picked = list(range(min(n, len(lines))))
+    else:
+        picked = sorted(random.Random(seed).sample(range(len(lines)), min(n, len(lines))))
     out.write_text("".join(lines[i] + "\n" for i in picked), encoding="utf-8")
     return out
 
@@ -99,13 +103,13 @@ def task_dir(name: str, data: Path, where: Path) -> Path:
 
 def run_taigimed(model: Any, tokenizer: Any, data: Path, cfg: MCQConfig) -> dict[str, Any]:
     started = time.perf_counter()
-    items = load_mcq(data)
+    items = load_mcq(data, max_questions=cfg.max_questions)
     result = evaluate_mcq(model, tokenizer, items, cfg, progress=False)
     seconds = time.perf_counter() - started
     return {"seconds": seconds, "items": items, "result": result}
 
 
-def run_lm_eval(lm: Any, task: str, task_manager: Any) -> dict[str, Any]:
+def run_lm_eval(lm: Any, task: str, task_manager: Any, limit: int | None = None) -> dict[str, Any]:
     from lm_eval import simple_evaluate
 
     started = time.perf_counter()
@@ -117,6 +121,7 @@ def run_lm_eval(lm: Any, task: str, task_manager: Any) -> dict[str, Any]:
         log_samples=True,
         bootstrap_iters=0,
         verbosity="ERROR",
+        limit=limit,
     )
     seconds = time.perf_counter() - started
     samples = sorted(out["samples"][task], key=lambda s: s["doc_id"])
@@ -221,40 +226,52 @@ def compare(
 
 
 def bench_one(
-    name: str, data: Path, model: Any, tokenizer: Any, lm: Any, tm_dir: Path, cfg: MCQConfig
+    name: str,
+    data: Path,
+    model: Any,
+    tokenizer: Any,
+    lm: Any,
+    tm_dir: Path,
+    cfg: MCQConfig,
+    peer_first: bool,
 ) -> dict[str, Any]:
-    """Both arms twice on one file (ABBA), then the comparison."""
+    """Both arms once on one file, back to back, then the comparison."""
     from lm_eval.tasks import TaskManager
 
     task = f"taigimed_medqa_{name}"
     task_manager = TaskManager(include_path=str(task_dir(task, data, tm_dir)))
     # warm-up, not timed: first-call allocations, and the json builder's dataset cache
-    run_taigimed(model, tokenizer, data, cfg)
-    run_lm_eval(lm, task, task_manager)
-    ours_s = peer_s = 0.0
-    for order in (("taigimed", "lm_eval"), ("lm_eval", "taigimed")):
-        for arm in order:
-            if arm == "taigimed":
-                ours = run_taigimed(model, tokenizer, data, cfg)
-                ours_s += ours["seconds"]
-            else:
-                peer = run_lm_eval(lm, task, task_manager)
-                peer_s += peer["seconds"]
+    warm = load_mcq(data, max_questions=2)
+    evaluate_mcq(model, tokenizer, warm, cfg, progress=False)
+    run_lm_eval(lm, task, task_manager, limit=2)
+    if peer_first:
+        peer = run_lm_eval(lm, task, task_manager)
+        ours = run_taigimed(model, tokenizer, data, cfg)
+    else:
+        ours = run_taigimed(model, tokenizer, data, cfg)
+        peer = run_lm_eval(lm, task, task_manager)
     n = len(ours["items"])
     figures = compare(tokenizer, ours, peer, cfg)
-    speedup = round(peer_s / ours_s, 3)
+    speedup = round(peer["seconds"] / ours["seconds"], 3)
     print(
-        f"{name}: {n} questions; taigimed {2 * n / ours_s:.2f} q/s, lm-eval {2 * n / peer_s:.2f} "
-        f"q/s (x{speedup}); accuracy (sum) {figures['accuracy']['sum (lm-eval acc)']}, "
+        f"{name}: {n} questions; taigimed {n / ours['seconds']:.2f} q/s, lm-eval "
+        f"{n / peer['seconds']:.2f} q/s (x{speedup}); accuracy {figures['accuracy']}, "
         f"same prediction {figures['same_prediction_share']}, "
         f"max log-lik gap {figures['max_abs_loglikelihood_difference']}",
         flush=True,
     )
     return {
         "data": str(data.relative_to(REPO_ROOT)) if data.is_relative_to(REPO_ROOT) else name,
+        "order": "lm-eval, then taigimed" if peer_first else "taigimed, then lm-eval",
         "speedup_vs_lm_eval": speedup,
-        "taigimed": {"seconds": round(ours_s, 2), "questions_per_s": round(2 * n / ours_s, 3)},
-        "lm_eval": {"seconds": round(peer_s, 2), "questions_per_s": round(2 * n / peer_s, 3)},
+        "taigimed": {
+            "seconds": round(ours["seconds"], 2),
+            "questions_per_s": round(n / ours["seconds"], 3),
+        },
+        "lm_eval": {
+            "seconds": round(peer["seconds"], 2),
+            "questions_per_s": round(n / peer["seconds"], 3),
+        },
         "lm_eval_metrics": {
             k: v for k, v in peer["metrics"].items() if isinstance(v, int | float | str)
         },
@@ -264,7 +281,8 @@ def bench_one(
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--shared-questions", type=int, default=40)
+    parser.add_argument("--demo-questions", type=int, default=32, help="first N demo questions")
+    parser.add_argument("--shared-questions", type=int, default=32)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULT)
     args = parser.parse_args()
@@ -281,19 +299,21 @@ def main() -> int:
     model = load_causal_lm(model_dir, device="cpu")
     lm = HFLM(pretrained=str(model_dir), dtype="float32", device="cpu", batch_size=BATCH)
     work = Path(tempfile.mkdtemp(prefix="bench-lm-eval-"))
-    sets = {"demo": _common.DEMO_MEDQA}
-    shared = shared_sample(args.shared_questions, args.seed, work / "medqa_tw_dev_sample.jsonl")
+    sets = {"demo": sample_file(_common.DEMO_MEDQA, args.demo_questions, None, work / "demo.jsonl")}
     skipped = None
-    if shared is None:
+    if _common.SHARED_MEDQA_DEV.is_file():
+        sets["medqa_tw_dev_sample"] = sample_file(
+            _common.SHARED_MEDQA_DEV, args.shared_questions, args.seed, work / "dev_sample.jsonl"
+        )
+    else:
         skipped = f"{_common.SHARED_MEDQA_DEV} is absent: the shared dev sample is skipped"
         print(f"SKIP shared MedQA-TW sample: {skipped}")
-    else:
-        sets["medqa_tw_dev_sample"] = shared
     results = {}
     with _common.LoadSampler() as load:
-        for name, data in sets.items():
-            results[name] = bench_one(name, data, model, tokenizer, lm, work, cfg)
-    if shared is not None:
+        for i, (name, data) in enumerate(sets.items()):
+            results[name] = bench_one(name, data, model, tokenizer, lm, work, cfg, i % 2 == 1)
+    results["demo"]["data"] = f"first {args.demo_questions} questions of data/demo/medqa_demo.jsonl"
+    if "medqa_tw_dev_sample" in results:
         results["medqa_tw_dev_sample"]["data"] = (
             f"{args.shared_questions} questions of ../shared/data/medqa_tw/dev.jsonl "
             f"(random.Random({args.seed}).sample of line numbers, file order)"
@@ -317,7 +337,8 @@ def main() -> int:
             "taigimed_share_prompt_cache": cfg.share_prompt_cache,
             "continuation": cfg.continuation,
             "task_yaml": str(TASK_YAML.relative_to(REPO_ROOT)),
-            "timing": "two rounds per set (taigimed, lm-eval, lm-eval, taigimed) after a warm-up",
+            "timing": "one timed run of each arm per set, back to back after a 2-question "
+            "warm-up of each; the order alternates between sets",
             **_common.environment(),
         },
     }

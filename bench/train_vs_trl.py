@@ -279,7 +279,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", type=Path, help="prepared data dir (default: prepare the demo)")
     parser.add_argument("--config", type=Path, default=REPO_ROOT / "configs/demo-cpu/train.yaml")
-    parser.add_argument("--examples", type=int, default=16, help="stage-1 examples (0 = all)")
+    parser.add_argument("--examples", type=int, default=4, help="stage-1 examples (0 = all)")
     parser.add_argument("--epochs", type=int, default=2, help="epochs over them (both arms)")
     parser.add_argument(
         "--rounds", type=int, default=1, help="rounds of both arms; even rounds run TRL first"
