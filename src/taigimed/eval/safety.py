@@ -338,3 +338,28 @@ def format_v2_table(metrics: dict[str, float]) -> str:
                 f"| {split} | {arm} | " + " | ".join(cells) + f" | {metrics[key + 'items']:.0f} |"
             )
     return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m taigimed.eval.safety [--suite-v2 DIR] [--out metrics.json]``: the v2 table.
+
+    The same numbers ``taigimed evaluate`` reports under ``tasks=[safety]``, without a model
+    (canned answers: the guard's decisions do not depend on them)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Safety suite v2: rules vs chain, per split")
+    parser.add_argument("--suite-v2", default=DEFAULT_SUITE_V2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    result = run_suite_v2(load_suite_v2(args.suite_v2), TriageChain())
+    print(format_v2_table(result.metrics))
+    for line in result.failures:
+        print("test miss:", line)
+    if args.out:
+        args.out.write_text(json.dumps(result.metrics, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
