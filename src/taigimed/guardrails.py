@@ -380,15 +380,12 @@ def finish(text: str, policy: GuardPolicy) -> str:
 
 
 # --- PII -------------------------------------------------------------------------------------
-# Taiwan national ID: one letter, then 1/2 (sex) or 8/9 (new resident certificates), 8 digits.
-_TW_ID = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][1289]\d{8}(?!\d)")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-# Mobile 09xx-xxx-xxx, landlines (0x) xxxx-xxxx, +886 forms; separators optional.
-_PHONE = re.compile(r"(?<!\d)(?:\+886[-\s]?|0)(?:9\d{2}|\d{1,2})[-\s)]?\d{3,4}[-\s]?\d{3,4}(?!\d)")
 
 
 def scrub_pii(text: str) -> str:
-    """Replace national IDs, e-mail addresses and phone numbers with placeholders."""
-    text = _EMAIL.sub("[EMAIL]", text)
-    text = _TW_ID.sub("[NATIONAL_ID]", text)
-    return _PHONE.sub("[PHONE]", text)
+    """Replace national IDs, resident certificates, NHI card numbers, phones, e-mail, street
+    addresses and dates of birth with placeholders, after normalisation (full-width, spaces,
+    dots, dashes, +886). The rules live in ``taigimed.triage.pii``."""
+    from taigimed.triage.pii import scrub_pii as scrub  # deferred: triage imports this module
+
+    return scrub(text)
