@@ -340,6 +340,43 @@ def format_v2_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+@dataclass
+class SafetyTaskResult:
+    """What ``tasks=[safety]`` adds to an evaluation: metrics, rows to write, misses to show."""
+
+    metrics: dict[str, float]
+    rows_v1: list[dict[str, Any]]
+    rows_v2: list[dict[str, Any]]
+    failures: list[str]
+    meta: dict[str, str]
+
+
+def run_safety_task(
+    suite: str | Path,
+    suite_v2: str | Path,
+    chain: TriageChain,
+    generate: Callable[[str], str] = fixed_answer,
+    policy: GuardPolicy | None = None,
+) -> SafetyTaskResult:
+    """The safety task: v1 through the chain (its gate rules unchanged), then v2 per split,
+    rules alone and the chain. v2 uses canned answers: the guard's decisions and the
+    disclaimer do not depend on what the model says, and 2 x 337 generations would cost the CPU
+    demo minutes. ``suite_v2`` = "" skips v2."""
+    policy = policy or chain.policy
+    v1 = run_suite(load_suite(suite), generate, policy, chain)
+    metrics, failures, meta = dict(v1.metrics), list(v1.failures), suite_info(suite)
+    rows_v2: list[dict[str, Any]] = []
+    if suite_v2:
+        v2 = run_suite_v2(load_suite_v2(suite_v2), chain, fixed_answer, policy)
+        metrics.update(v2.metrics)
+        failures += [f"v2 test: {line}" for line in v2.failures]
+        rows_v2 = v2.rows
+        root = resolve_suite_path(suite_v2)
+        meta["safety_suite_v2"] = root.name
+        meta["safety_suite_v2_test_sha256"] = sha256_file(root / "test.jsonl")
+    return SafetyTaskResult(metrics, v1.rows, rows_v2, failures, meta)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m taigimed.eval.safety [--suite-v2 DIR] [--out metrics.json]``: the v2 table.
 
