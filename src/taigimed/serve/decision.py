@@ -28,6 +28,8 @@ from typing import Any
 
 from taigimed import guardrails
 from taigimed.serve.config import PolicySettings, ReviewSettings
+from taigimed.triage.chain import TriageChain
+from taigimed.triage.chain import pre_model_decision as triage_decision
 
 
 class Action(StrEnum):
@@ -82,9 +84,30 @@ def policy_from_settings(settings: PolicySettings) -> guardrails.GuardPolicy:
     )
 
 
-def before_model(question: str, policy: guardrails.GuardPolicy) -> PreModelDecision | None:
-    """Escalation or referral decided by the shared guardrails, or None: ask the model."""
-    decision = guardrails.pre_model_decision(question, policy)
+def chain_from_settings(settings: PolicySettings, policy: guardrails.GuardPolicy) -> TriageChain:
+    """The triage chain the guard serves (``policy.triage`` in ``serve.yaml``), model loaded
+    once: one embedding per request afterwards."""
+    chain = TriageChain(settings.triage, policy)
+    chain.triage_turns(["暖機"])  # load the embedder now, not on the first user's request
+    return chain
+
+
+def before_model(
+    user_turns: str | list[str],
+    policy: guardrails.GuardPolicy,
+    chain: TriageChain | None = None,
+) -> PreModelDecision | None:
+    """Escalation or referral, or None: ask the model.
+
+    With a ``chain`` (what the guard serves), every user turn of the conversation is triaged
+    by ``taigimed.triage`` (rules on each turn, the detector once), so a red flag said earlier
+    keeps the conversation escalated; without one, the phrase rules read the last message.
+    """
+    turns = [user_turns] if isinstance(user_turns, str) else list(user_turns)
+    if chain is None:
+        decision = guardrails.pre_model_decision(turns[-1], policy)
+    else:
+        decision, _ = triage_decision(turns, chain, policy)
     if decision is None:
         return None
     try:

@@ -27,6 +27,7 @@ model_version}``; see ``taigimed.serve.guard`` for which version a request is la
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -163,7 +164,10 @@ class OpenAIProxy:
 
     async def pre_model(self, ex: Exchange) -> Outcome | None:
         """Hook 2: escalation or referral without the model, stored and counted; or None."""
-        decided = decision.before_model(ex.question, self.ctx.policy)
+        # In a thread: the detector's embedding is CPU work that must not stall the event loop.
+        decided = await asyncio.to_thread(
+            decision.before_model, ex.turns(), self.ctx.policy, self.ctx.chain
+        )
         if decided is None:
             return None
         v = self.metrics.model_version
