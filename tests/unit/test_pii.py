@@ -66,3 +66,11 @@ def test_only_the_pii_is_replaced_and_the_rest_stays_as_written():
     text = "阿嬤（８５歲）電話０９１２３４５６７８，地址：台南市東區大學路1號。"
     assert scrub_pii(text) == "阿嬤（８５歲）電話[PHONE]，地址：[ADDRESS]。"
     assert [k for _, _, k in find_pii(text)] == ["phone", "address"]
+
+
+def test_digits_inside_an_identifier_are_left_alone():
+    """A session id is hex: a run of digits in it is not a phone (the guard scrubs every
+    string field of a request, session ids included)."""
+    sid = "5eabfce9765d4ef6a0912345678e4df209"
+    assert scrub_pii(sid) == sid
+    assert scrub_pii("tel: 0912345678") == "tel: [PHONE]"

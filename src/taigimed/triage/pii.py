@@ -36,14 +36,15 @@ _EMAIL = re.compile(r"[\w.+-]+\s?@\s?[\w-]+(?:\s?\.\s?[\w-]+)+")
 # A letter, then 1/2 (citizens) or 8/9 (new resident certificates), then 8 digits; or two letters
 # (old resident certificates: the second is A-D) and 8 digits.
 _TW_ID = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{_SEP}(?:[1289]|[A-Da-d]){_D}{{8}}(?!\s?\d)")
-_NHI = re.compile(rf"(?<![\d])\d{_D}{{11}}(?![\d])")
+# Numbers inside a word (a hex session id, an order code) are not phone or card numbers.
+_NHI = re.compile(rf"(?<![0-9A-Za-z])\d{_D}{{11}}(?![0-9A-Za-z])")
 _PHONE = re.compile(
-    r"(?<![\d+])(?:"
+    r"(?<![0-9A-Za-z+])(?:"
     rf"(?:\+|00)?886{_SEP}\(?0?\)?{_SEP}9{_D}{{8}}"  # +886 9xx xxx xxx
     rf"|09{_D}{{8}}"  # 09xx xxx xxx
     rf"|(?:\+|00)?886{_SEP}\(?0?\)?{_SEP}[2-8]{_D}{{6,8}}"  # +886 2 xxxx xxxx
     rf"|\(?0[2-8]\d?\)?{_SEP}\d{{3,4}}{_SEP}\d{{3,4}}"  # (02) 2345-6789, 049-2345678
-    r")(?![\d])"
+    r")(?![0-9A-Za-z])"
 )
 _NUM = r"[\d一二三四五六七八九十〇零]+"
 _PLACE = r"[\u4e00-\u9fff]{1,4}?"
