@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= configs/demo-cpu
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint format test test-fast demo compile render bench tf-check clean
+.PHONY: help setup lint format test test-fast demo compile render bench tf-check clean triage-detector
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ render: setup ## render every kustomize overlay into runs/rendered/
 
 bench: setup ## benchmarks; results in bench/results/*.json
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+triage-detector: setup ## retrain the triage detector (suite v2 train + v1; thresholds on dev; never test)
+	$(PY) -m taigimed.triage.train
 
 tf-check: setup ## static Terraform checks (terraform fmt where the binary exists)
 	@if command -v terraform >/dev/null; then terraform fmt -check -recursive terraform/; \
