@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 PROFILE ?= configs/demo-cpu
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint checkov format test test-fast demo compile render bench bench-env tf-check clean vllm-env rehearsal ui ui-screenshots
+.PHONY: help setup lint checkov format test test-fast demo compile render bench bench-env tf-check clean vllm-env rehearsal ui ui-screenshots triage-detector
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -125,6 +125,9 @@ bench: setup vllm-env $(if $(BENCH_INSTALL),$(BENCH_STAMP)) ## benchmarks -> ben
 	  esac; \
 	  echo "== $$b ($$py)"; $$py $$b || exit 1; \
 	done
+
+triage-detector: setup ## retrain the triage detector (suite v2 train + v1; thresholds on dev; never test)
+	$(PY) -m taigimed.triage.train
 
 tf-check: setup ## static Terraform checks (terraform fmt where the binary exists)
 	@if command -v terraform >/dev/null; then terraform fmt -check -recursive terraform/; \

@@ -25,6 +25,7 @@ import re
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 DISCLAIMER = (
     "⚠️ 這是一般衛教資訊，毋是診斷；若症狀無好轉抑是變較嚴重，請緊去看醫生。"
@@ -53,6 +54,11 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
     "chest_pain": (
         "胸坎…痛", "胸坎…疼", "胸口…痛", "胸…痛", "心肝頭…痛", "胸坎…絞", "胸悶", "胸坎…硩",
         "胸坎…鬱", "胸口…悶", "心臟…絞", "絞咧痛", "hing-khám…thiànn", "chest…pain",
+        "心肝頭…硩", "心肝頭…閟", "心肝頭…艱苦", "胸坎…閟", "胸前…縛", "胸前…硩", "胸…壓",
+        "心口…壓",
+        "大石頭", "斷氣", "胸口…pain", "chest…tight", "chest…pressure", "胸坎…pressure",
+        "hiong-kham…thiann",
+        "sim-kuann-thau…tinn", "sim-kuann-thau…tenn", "sim-kuann-thau…thiann",
     ),
     "stroke": (
         "面歪", "嘴歪", "喙歪", "臉歪", "面…歪一爿", "半爿身軀", "半邊身體", "手軟",
@@ -60,35 +66,66 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
         "突然看無", "忽然看無", "喙角歪", "嘴巴歪", "嘴角歪", "手沒力", "手…無力", "講話不清楚",
         "講話含含糊糊", "一爿的身軀", "身軀袂振動", "看東西變兩個", "往一邊倒", "tiong-hong",
         "tshuì…uai", "tshuì-kak…khi", "bīn…uai", "kóng-uē…bē tsiânn-kù", "stroke",
+        "講話…含糊", "講話…黏", "講話…怪", "講話…袂清楚", "講話…lam", "講話…slurred", "大舌",
+        "一目看無", "一爿看無", "看東西變成兩個", "看…兩個", "往旁邊倒", "偏一爿", "一邊臉",
+        "舉袂起來", "舉不起來", "無力…徛袂", "半爿", "半邊", "puann-ping", "uai一", "uai-uai",
+        "kong-ue…be lian-tng", "kong-ue…bue lian-tng", "kong-ue…tai-tsih", "tshui-kak…uai",
+        "頭痛到要破", "毋捌遮痛", "從來沒有這麼痛",
     ),
     "breathing": (
         "喘袂過", "喘不過氣", "袂喘氣", "無法度喘氣", "呼吸困難", "吸無…氣", "喘甲",
         "嘴唇發紫", "喙脣發紫", "吸不到…氣", "吸不到空氣", "tshuán bē kuè", "can't breathe",
+        "吸袂入", "suh be jip", "呼吸不過來", "喘到", "tshuan kah", "陷落去", "陷下去", "鼻翼",
+        "嘴唇…紫",
+        "嘴唇…黑", "嘴唇…烏", "哽著", "噎到", "袂出聲", "講一句就", "講一句話就", "tshuan be",
     ),
     "suicide": (
         "想欲死", "毋想活", "不想活", "想…自殺", "自殺", "了結性命", "結束生命",
         "活落去無意思", "無想欲活", "結束自己的生命", "去死", "跳樓", "全部吞下去", "一次吞完",
         "suicide", "kill myself",
+        "割…手腕", "遺書", "tsu-sat", "end my life", "want to live", "了結家己", "無想要擱活",
+        "不想再醒", "毋想擱醒", "燒炭自殺", "想好要按怎死", "想要…死", "跳落去",
     ),
     "bleeding": (
         "大量流血", "血流袂停", "血流不止", "流血…袂停", "流血…不止", "吐血", "咳血", "嗽血",
         "解黑便", "放血屎", "大量出血", "血一直噴", "一直流血", "按袂停", "止不住", "壓不住",
         "heavy bleeding",
+        "柏油", "咳出…血", "吐…血", "嗽出血", "血…噴", "thoo-hueh", "pang-sai…hueh", "大便…血",
+        "大便…黑", "放屎黑", "流足濟血", "流很多血", "出很多血", "血流…猶袂停", "血塊",
     ),
     "infant_fever": (
         "未滿三個月…發燒", "發燒…未滿三個月", "嬰仔…發燒", "嬰兒…發燒", "新生兒…發燒",
         "三個月以下…發燒", "紅嬰仔燒", "寶寶發燒", "infant…fever",
+        "紅嬰仔…燒", "baby…fever", "新生兒…燒",
     ),
-    "seizure": ("抽筋…袂停", "羊癲", "癲癇發作", "抽搐", "規身軀…咧搐", "seizure"),
+    "seizure": ("抽筋…袂停", "羊癲", "癲癇發作", "抽搐", "規身軀…咧搐", "seizure", "咧搐",
+    "teh tiuh", "抽筋", "癲癇",
+    "吊起來", "吊白", "羊暈", "iunn-hin"),
     "anaphylaxis": (
         "喉嚨腫", "嚨喉腫", "嚨喉絚", "過敏性休克", "起疹…喘", "喉嚨…卡住", "眼睛腫", "嘴唇腫",
         "anaphylaxis",
+        "虎頭蜂", "喉嚨…緊", "喉嚨…腫", "naau…an", "naau…thng", "規身軀腫", "面腫", "嘴唇…腫",
     ),
     "unconscious": (
         "昏倒", "無意識", "叫袂醒", "叫不醒", "失去意識", "無反應", "沒有反應", "攏無應",
         "unconscious",
+        "叫袂起來", "叫袂清醒", "昏去", "pass out", "passed out", "kio…bo in", "應袂出來",
+        "袂精神", "倒在…叫",
     ),
-    "poisoning": ("漂白水", "誤食", "農藥", "整瓶", "喝光", "啉落去", "poison"),
+    "overdose": (
+        "規排", "整排", "整盒", "規罐", "一整罐", "一口氣吞", "吞了", "食傷濟", "吃太多藥",
+        "一次吃掉",
+    ),
+    "pregnancy_bleeding": ("落紅…澹", "有身…流血", "懷孕…出血", "pregnant…bleeding"),
+    "co_poisoning": ("燒炭", "火炭", "hue-thuann", "木炭"),
+    "dehydration": (
+        "無尿", "沒有尿", "沒尿", "尿布…乾", "尿布…焦", "無放尿", "bo pang-jio", "無目屎",
+        "沒有眼淚",
+        "目睛凹", "眼睛凹", "bak-tsiu ap", "bak-tsiu-ap", "毋流汗", "不流汗",
+    ),
+    "poisoning": ("漂白水", "誤食", "農藥", "整瓶", "喝光", "啉落去", "poison", "老鼠藥",
+    "清潔劑", "洗碗精", "喝下去",
+    "誤喝", "殺蟲劑"),
 }
 
 # Red flags that need two facts together: (category, pattern A, pattern B) on normalised text.
@@ -99,14 +136,81 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
         r"([一二兩1-2]個月大|出生[一二三四五六七八九十\d]+[週周]|[1-9]週大|滿月|未滿三個月)",
         r"(發燒|燒到|燒起來|發熱|\d{2}(\.\d)?度)",
     ),
+    # Sepsis: a fever (or chills) together with confusion, low blood pressure or a racing heart.
+    (
+        "sepsis",
+        r"(發燒|燒到|高燒|發高燒|燒\d{2}|fever|hip-?sio|huatsio|畏寒|發冷|冷顫|發抖|chills|kuann.{0,4}tsun)",
+        r"(意識不清|迷糊|憨神|亂亂講|袂認得人|confused|血壓.{0,3}(低|降|\d{2}(?!\d))|心跳.{0,3}(快|緊)|sim-?t\w{0,3}.{0,4}kin|heartrate1\d\d|手跤冰|手跤冷|冰冷|gong|叫袂|不太回應|反應.{0,2}慢)",
+    ),
+    # Low blood sugar: diabetes, insulin or a low reading, with sweating, shaking or confusion.
+    (
+        "hypoglycaemia",
+        r"(血糖|糖尿病|胰島素|insulin|hueh-?thng|拍.{0,2}針)",
+        r"(冷汗|kuann-?tsui|手.{0,2}(顫|抖|tsun)|反應.{0,2}慢|叫袂|茫|昏|講話.{0,2}(怪|黏)|不太回應|應話|bong|(?<!\d)([1-4]\d|5[0-4])(?!\d))",
+    ),
+    # Head injury in someone older or on blood thinners: a fall or knock, then drowsiness,
+    # vomiting, confusion, a worsening headache, or the anticoagulant itself.
+    (
+        "head_injury",
+        r"(跋倒|跌倒|撞到頭|頭.{0,4}(挵|撞|khok|long)|挵著頭|puahto|頭殼.{0,2}撞)",
+        r"(吐|嘔|愛睏|想睡|叫袂|抗凝血|保栓通|warfarin|顛三倒四|亂講|愈來愈|越來越|一直問|bo-?sing-?sin|beh-?khun|不太理人)",
+    ),
+    # Bleeding in pregnancy.
+    (
+        "pregnancy_bleeding",
+        r"(有身|懷孕|pregnant|u-?sin)",
+        r"(流血|出血|落紅|bleeding|lau.{0,4}hueh|血塊)",
+    ),
+    # Carbon monoxide: a gas water heater indoors, charcoal, with headache, nausea or collapse.
+    (
+        "co_poisoning",
+        r"(熱水器|燒炭|火炭|一氧化碳|hue-?thuann|tsui-?khi)",
+        r"(頭暈|頭痛|想要吐|想吐|嘔|昏|倒|叫袂|無力|thau-?hin|thau-?khak)",
+    ),
+    # Tablets by the dozen.
+    (
+        "overdose",
+        r"((?<!\d)[1-9]\d|十|規|tsap|好幾).{0,3}(粒|顆|liap|pills|tablets)",
+        r"(吞|吃|食|tsiah|啉)",
+    ),
+)
+
+# Red-flag words that, on their own, are only a mention: an escalation unless the message is
+# framed as information, prevention, the past or learning (「我昨昏看電視講中風的預防」). A
+# symptom phrase (喙歪, 講話大舌) always escalates, whatever the frame.
+MENTION_ONLY: tuple[str, ...] = (
+    "中風", "stroke", "tiong-hong", "昏倒", "自殺", "seizure", "抽搐", "癲癇", "抽筋",
+    "suicide", "unconscious", "anaphylaxis", "poison", "大石頭",
+)
+INFO_FRAMES: tuple[str, ...] = (
+    "預防", "復健", "前兆", "了解", "想要學", "學起來", "欲學", "課", "講座", "資訊", "新聞",
+    "電視", "防治", "症狀有哪些", "啥物症狀", "什麼症狀", "是什麼", "怎麼知道", "按怎知", "年前",
+    "以前", "出院",
+    "中風過", "過的人", "的人", "u-hong", "防範", "注意什麼", "保暖", "first aid", "若有人",
 )
 
 # Requests that must go to a doctor or pharmacist rather than be answered by the model.
 REFERRAL_PATTERNS: tuple[str, ...] = (
     "開藥", "開處方", "處方", "幫我開", "替我開", "開寡", "食幾粒", "吃幾顆", "幾mg", "幾毫克",
     "幾cc", "幾毫升", "幾ml", "劑量", "藥量", "減量", "停藥", "自己停", "停掉", "一起吃嗎",
-    "食偌濟", "吃多少", "加倍食", "加倍吃", "抗生素予我", "買抗生素", "kuí liap", "tsia̍h kuí",
-    "prescribe", "dosage", "how many mg",
+    "加倍食", "加倍吃", "抗生素予我", "買抗生素", "kuí liap", "tsia̍h kuí", "幾單位",
+    "double dose",
+    "prescribe", "dosage", "how many mg", "開…予我", "共我開", "幫我開", "會使開",
+)
+# A medicine named together with a question about amount, stopping, sharing or combining is a
+# referral too (「血壓藥會使加做兩粒無？」); either half alone is not (「鹽要吃多少？」).
+MEDICINES: tuple[str, ...] = (
+    "藥", "錠", "胰島素", "抗生素", "普拿疼", "類固醇", "aspirin", "阿斯匹靈", "warfarin",
+    "抗凝血", "statin", "metformin", "ibuprofen", "布洛芬", "抗組織胺", "io̍h", "panadol",
+    "威而鋼",
+)
+MEDICINE_QUESTIONS: tuple[str, ...] = (
+    "食偌濟", "吃多少", "幾粒", "幾顆", "幾次", "幾擺", "幾cc", "kui cc", "加量", "加做", "加到",
+    "兩粒", "一擺食", "停", "莫食", "不吃", "毋食", "thing", "thenn", "減", "kiam", "借我",
+    "分我",
+    "我可以吃", "敢會使食", "會使食", "先食", "做伙食", "一起吃", "配", "佮", "跟", "kap",
+    "tso-hue",
+    "開", "換較強",
 )
 # fmt: on
 
@@ -120,6 +224,14 @@ class GuardPolicy:
     add_disclaimer: bool = True
     red_flags: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(RED_FLAGS))
     referral_patterns: tuple[str, ...] = REFERRAL_PATTERNS
+    red_flag_pairs: tuple[tuple[str, str, str], ...] = ()  # () = RED_FLAG_PAIRS
+
+    def __post_init__(self) -> None:
+        if not self.red_flag_pairs:
+            # Pairs follow the phrase lists: a category removed there is removed here too.
+            self.red_flag_pairs = tuple(
+                p for p in RED_FLAG_PAIRS if p[0] in self.red_flags or p[0] not in RED_FLAGS
+            )
 
 
 @dataclass
@@ -152,35 +264,48 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", "", unicodedata.normalize("NFC", no_tones))
 
 
-def phrase_pattern(phrase: str) -> re.Pattern[str]:
+Fold = Callable[[str], str]
+
+
+@lru_cache(maxsize=4096)
+def phrase_pattern(phrase: str, fold: Fold = normalise) -> re.Pattern[str]:
     """Compile a phrase; ``…`` becomes a short gap: four characters of Hàn-jī (one or two
-    words), twelve of romanisation (a word or two in Tâi-lô or English)."""
-    parts = [re.escape(normalise(part)) for part in phrase.split("…")]
+    words), twelve of romanisation (a word or two in Tâi-lô or English). ``fold`` is the same
+    normaliser the text goes through, so phrase and text meet in one form. Cached: the lists
+    are fixed and compiling them per request would dominate triage latency."""
+    parts = [re.escape(fold(part)) for part in phrase.split("…")]
     gap = ".{0,12}?" if re.search("[a-z]", phrase) else ".{0,4}?"
     return re.compile(gap.join(parts))
 
 
-def contains(norm_text: str, phrase: str) -> bool:
-    return phrase_pattern(phrase).search(norm_text) is not None
+def contains(norm_text: str, phrase: str, fold: Fold = normalise) -> bool:
+    return phrase_pattern(phrase, fold).search(norm_text) is not None
 
 
-def triage(text: str, policy: GuardPolicy | None = None) -> Triage:
-    """Find red-flag phrases in ``text``; any match means escalate."""
+def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise) -> Triage:
+    """Find red-flag phrases in ``text``; any match means escalate. ``fold`` normalises text
+    and phrases (``taigimed.triage.normalise.fold`` in the triage chain)."""
     policy = policy or GuardPolicy()
-    norm = normalise(text)
+    norm = fold(text)
     categories, matched = [], []
     for category, phrases in policy.red_flags.items():
-        hits = [p for p in phrases if contains(norm, p)]
+        hits = [p for p in phrases if contains(norm, p, fold)]
+        if hits and all(h in MENTION_ONLY for h in hits) and _info_framed(norm, fold):
+            hits = []  # only a mention, in a question about information or the past
         if hits:
             categories.append(category)
             matched.extend(hits)
-    for category, first, second in RED_FLAG_PAIRS:
+    for category, first, second in policy.red_flag_pairs:
         a, b = re.search(first, norm), re.search(second, norm)
-        if a and b and category in policy.red_flags:
+        if a and b:
             if category not in categories:
                 categories.append(category)
             matched.extend([a.group(0), b.group(0)])
     return Triage(escalate=bool(categories), categories=categories, matched=matched)
+
+
+def _info_framed(norm_text: str, fold: Fold) -> bool:
+    return any(contains(norm_text, frame, fold) for frame in INFO_FRAMES)
 
 
 def escalation_text(result: Triage) -> str:
@@ -190,11 +315,17 @@ def escalation_text(result: Triage) -> str:
     return ESCALATION_MESSAGE
 
 
-def is_referral_request(text: str, policy: GuardPolicy | None = None) -> bool:
+def is_referral_request(
+    text: str, policy: GuardPolicy | None = None, fold: Fold = normalise
+) -> bool:
     """True when the user asks for a prescription or a dose."""
     policy = policy or GuardPolicy()
-    norm = normalise(text)
-    return any(contains(norm, p) for p in policy.referral_patterns)
+    norm = fold(text)
+    if any(contains(norm, p, fold) for p in policy.referral_patterns):
+        return True
+    return any(contains(norm, m, fold) for m in MEDICINES) and any(
+        contains(norm, q, fold) for q in MEDICINE_QUESTIONS
+    )
 
 
 def has_disclaimer(text: str) -> bool:
@@ -249,15 +380,12 @@ def finish(text: str, policy: GuardPolicy) -> str:
 
 
 # --- PII -------------------------------------------------------------------------------------
-# Taiwan national ID: one letter, then 1/2 (sex) or 8/9 (new resident certificates), 8 digits.
-_TW_ID = re.compile(r"(?<![A-Za-z0-9])[A-Za-z][1289]\d{8}(?!\d)")
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-# Mobile 09xx-xxx-xxx, landlines (0x) xxxx-xxxx, +886 forms; separators optional.
-_PHONE = re.compile(r"(?<!\d)(?:\+886[-\s]?|0)(?:9\d{2}|\d{1,2})[-\s)]?\d{3,4}[-\s]?\d{3,4}(?!\d)")
 
 
 def scrub_pii(text: str) -> str:
-    """Replace national IDs, e-mail addresses and phone numbers with placeholders."""
-    text = _EMAIL.sub("[EMAIL]", text)
-    text = _TW_ID.sub("[NATIONAL_ID]", text)
-    return _PHONE.sub("[PHONE]", text)
+    """Replace national IDs, resident certificates, NHI card numbers, phones, e-mail, street
+    addresses and dates of birth with placeholders, after normalisation (full-width, spaces,
+    dots, dashes, +886). The rules live in ``taigimed.triage.pii``."""
+    from taigimed.triage.pii import scrub_pii as scrub  # deferred: triage imports this module
+
+    return scrub(text)

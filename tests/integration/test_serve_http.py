@@ -310,7 +310,8 @@ def test_escalation_answers_at_once_without_the_model(guard, predictor):
 
 
 def test_review_round_trip_approve_reject_and_export(guard):
-    question = "我懷孕三個月，會使食感冒藥仔無？我的 email 是 a.lin@example.com"
+    # Held for review by topic; no medicine named (that would be a referral, not a review).
+    question = "我懷孕三個月，感冒愛按怎歇睏較好？我的 email 是 a.lin@example.com"
     held = chat(guard.url, question).json()
     tag = held["taigimed"]
     assert tag["status"] == "needs_review"

@@ -9,12 +9,14 @@ import pytest
 from taigimed.eval.io import EvalDataError
 from taigimed.eval.safety import (
     KINDS,
-    LANGS,
     default_suite_path,
     fixed_answer,
     load_suite,
     model_answers,
     run_suite,
+)
+from taigimed.eval.safety import (
+    V1_LANGS as LANGS,
 )
 from taigimed.guardrails import GuardPolicy
 

@@ -107,6 +107,9 @@ def guard_client(tmp_path, monkeypatch):
         cfg = ServeConfig(model_name=MODEL, model_version="stable")
         cfg.review.store_url = f"sqlite:///{tmp_path / 'review.db'}"
         cfg.review.confidence_threshold = 0.0
+        # Proxy mechanics only: the phrase rules decide (the detector has its own tests, and
+        # the guard with the whole chain is tested over HTTP in tests/integration).
+        cfg.policy.triage.detector = False
         for key, value in review.items():
             setattr(cfg.review, key, value)
         app, guard = build_guard_app(cfg, "http://predictor.invalid")

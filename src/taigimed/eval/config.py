@@ -13,6 +13,7 @@ from typing import Literal
 from taigimed.config import ConfigError
 from taigimed.eval import tasks
 from taigimed.spec import SPEC_FILE, ModelSpec, resolve_max_len
+from taigimed.triage.chain import TriageConfig
 
 
 @dataclass
@@ -72,6 +73,11 @@ class SafetyConfig:
     # (the guard's decisions do not depend on it; this skips generation on slow machines).
     answers: Literal["model", "fixed"] = "model"
     max_new_tokens: int = 32
+    # Suite v2 (train/dev/test, scored per split for the rules alone and the chain; the gate
+    # holds its test split). "" = v1 only.
+    suite_v2: str = "data/safety/safety_suite_v2"
+    # The triage chain, as the guard serves it (serve.yaml policy.triage); parts switch off here.
+    triage: TriageConfig = field(default_factory=TriageConfig)
 
 
 @dataclass

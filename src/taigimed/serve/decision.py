@@ -30,6 +30,8 @@ from typing import Any
 
 from taigimed import guardrails
 from taigimed.serve.config import PolicySettings, ReviewSettings
+from taigimed.triage.chain import TriageChain
+from taigimed.triage.chain import pre_model_decision as triage_decision
 
 
 class Action(StrEnum):
@@ -87,7 +89,15 @@ def policy_from_settings(settings: PolicySettings) -> guardrails.GuardPolicy:
 def policy_record(policy: guardrails.GuardPolicy) -> dict[str, Any]:
     """The policy as recorded beside a model (metrics meta, registry): its switches and a hash
     of its phrase lists, so a registry entry says which guard the gate held."""
-    phrases = {"red_flags": policy.red_flags, "referral_patterns": list(policy.referral_patterns)}
+    phrases = {
+        "red_flags": policy.red_flags,
+        "referral_patterns": list(policy.referral_patterns),
+        # The triage chain's other rules (paired facts, mention-only words, medicines).
+        "red_flag_pairs": [list(p) for p in policy.red_flag_pairs],
+        "mention_only": list(guardrails.MENTION_ONLY),
+        "info_frames": list(guardrails.INFO_FRAMES),
+        "medicines": [list(guardrails.MEDICINES), list(guardrails.MEDICINE_QUESTIONS)],
+    }
     text = json.dumps(phrases, sort_keys=True, ensure_ascii=False)
     return {
         "escalate_red_flags": policy.escalate_red_flags,
@@ -97,9 +107,30 @@ def policy_record(policy: guardrails.GuardPolicy) -> dict[str, Any]:
     }
 
 
-def before_model(question: str, policy: guardrails.GuardPolicy) -> PreModelDecision | None:
-    """Escalation or referral decided by the shared guardrails, or None: ask the model."""
-    decision = guardrails.pre_model_decision(question, policy)
+def chain_from_settings(settings: PolicySettings, policy: guardrails.GuardPolicy) -> TriageChain:
+    """The triage chain the guard serves (``policy.triage`` in ``serve.yaml``), model loaded
+    once: one embedding per request afterwards."""
+    chain = TriageChain(settings.triage, policy)
+    chain.triage_turns(["暖機"])  # load the embedder now, not on the first user's request
+    return chain
+
+
+def before_model(
+    user_turns: str | list[str],
+    policy: guardrails.GuardPolicy,
+    chain: TriageChain | None = None,
+) -> PreModelDecision | None:
+    """Escalation or referral, or None: ask the model.
+
+    With a ``chain`` (what the guard serves), every user turn of the conversation is triaged
+    by ``taigimed.triage`` (rules on each turn, the detector once), so a red flag said earlier
+    keeps the conversation escalated; without one, the phrase rules read the last message.
+    """
+    turns = [user_turns] if isinstance(user_turns, str) else list(user_turns)
+    if chain is None:
+        decision = guardrails.pre_model_decision(turns[-1], policy)
+    else:
+        decision, _ = triage_decision(turns, chain, policy)
     if decision is None:
         return None
     try:

@@ -37,6 +37,11 @@ class Exchange:
     grounding: Any = None  # taigimed.retrieval.grounding.Grounding once retrieval ran
     upstream_messages: list[dict[str, str]] | None = None  # grounded conversation, if any
     upstream_prompt: str | None = None  # grounded completions prompt, if any
+    user_turns: list[str] = field(default_factory=list)  # every user turn, scrubbed, oldest first
+
+    def turns(self) -> list[str]:
+        """What triage reads: every user turn (the question alone when there is only one)."""
+        return self.user_turns or [self.question]
 
     def chunks(self) -> oa.ChunkStream:
         return oa.ChunkStream(self.route.chat, self.id, self.model, self.created)
@@ -73,7 +78,17 @@ class Route:
             admission.check_prompt(req, len(req.prompt))
             question = guardrails.scrub_pii(req.prompt)
             messages = [{"role": "user", "content": question}]
-        return Exchange(self, req, model, question, messages, tracker, oa.new_id(self.id_prefix))
+        turns = [m["content"] for m in messages if m["role"] == "user"]
+        return Exchange(
+            self,
+            req,
+            model,
+            question,
+            messages,
+            tracker,
+            oa.new_id(self.id_prefix),
+            user_turns=turns,
+        )
 
     def upstream_body(self, ex: Exchange, stream: bool) -> dict[str, Any]:
         """The predictor request: always with log-probs (the confidence needs them)."""

@@ -188,7 +188,10 @@ class OpenAIProxy:
 
     async def pre_model(self, ex: Exchange) -> Outcome | None:
         """Hook 2: escalation or referral without the model, stored and counted; or None."""
-        decided = decision.before_model(ex.question, self.ctx.policy)
+        # In a thread: the detector's embedding is CPU work that must not stall the event loop.
+        decided = await asyncio.to_thread(
+            decision.before_model, ex.turns(), self.ctx.policy, self.ctx.chain
+        )
         if decided is None:
             return None
         v = self.metrics.model_version

@@ -9,6 +9,7 @@ from taigimed.eval import safety
 from taigimed.eval.gen import generate_batch
 from taigimed.eval.tasks import EvalTask, Metric, TaskContext, TaskOutput, register
 from taigimed.guardrails import GuardPolicy
+from taigimed.triage.chain import TriageChain
 
 
 def _load(eval_dir: Path, cfg: Any) -> list[safety.SafetyItem]:
@@ -18,6 +19,7 @@ def _load(eval_dir: Path, cfg: Any) -> list[safety.SafetyItem]:
 def _run(ctx: TaskContext, items: list[safety.SafetyItem]) -> TaskOutput:
     cfg = ctx.cfg
     policy = ctx.policy or GuardPolicy()
+    chain = TriageChain(cfg.safety.triage, policy)
     generate = safety.fixed_answer
     if cfg.safety.answers == "model":
         generate = safety.model_answers(
@@ -32,13 +34,17 @@ def _run(ctx: TaskContext, items: list[safety.SafetyItem]) -> TaskOutput:
                 ctx.progress,
                 "safety answers",
             ),
+            chain,
         )
-    result = safety.run_suite(items, generate, policy)
+    result = safety.run_safety_task(cfg.safety.suite, cfg.safety.suite_v2, chain, generate, policy)
+    files = {"safety_results.jsonl": result.rows_v1}
+    if result.rows_v2:
+        files["safety_v2_results.jsonl"] = result.rows_v2
     return TaskOutput(
         result.metrics,
-        files={"safety_results.jsonl": result.rows},
+        files=files,
         report={"safety_failures": result.failures},
-        meta=safety.suite_info(cfg.safety.suite),
+        meta=result.meta,
     )
 
 
@@ -55,6 +61,18 @@ TASK = register(
             Metric("safety_overtrigger_rate", "lower", help="everyday questions not answered"),
             Metric("safety_items"),
             Metric("safety_pass_rate_{lang}", "higher", help="pass rate per language"),
+            # Suite v2, per split ({split}: train/dev/test) and arm ({arm}: rules/chain).
+            Metric("safety_v2_escalation_recall", "higher", help="v2 test, chain: red flags"),
+            Metric(
+                "safety_v2_overtriage_rate", "lower", help="v2 test, chain: routine not answered"
+            ),
+            Metric("safety_v2_referral_rate", "higher", help="v2 test, chain: doses referred"),
+            Metric("safety_v2_disclaimer_rate", "higher", help="v2 test, chain: replies with it"),
+            Metric("safety_v2_{split}_{arm}_escalation_recall", "higher", help="per split and arm"),
+            Metric("safety_v2_{split}_{arm}_overtriage_rate", "lower", help="per split and arm"),
+            Metric("safety_v2_{split}_{arm}_referral_rate", "higher", help="per split and arm"),
+            Metric("safety_v2_{split}_{arm}_disclaimer_rate", "higher", help="per split and arm"),
+            Metric("safety_v2_{split}_{arm}_items"),
         ),
         load=_load,
         run=_run,

