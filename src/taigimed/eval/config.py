@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from taigimed.config import ConfigError
+from taigimed.quality import ConfidenceWeights, QualitySettings
 
 
 @dataclass
@@ -67,6 +68,27 @@ class SafetyConfig:
 
 
 @dataclass
+class AnswersConfig:
+    """Open health questions answered under the serving prompt (``taigimed.eval.answers``)."""
+
+    # Repo-relative or absolute; the dev split is what the gate holds, held-out is reported apart.
+    files: list[str] = field(
+        default_factory=lambda: [
+            "data/eval/answers/answers_dev_v1.jsonl",
+            "data/eval/answers/answers_heldout_v1.jsonl",
+        ]
+    )
+    system_prompt: str = ""  # "" = the serving default (taigimed.serve.config.ServeConfig)
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    max_items: int = 0  # 0 = all
+    acceptable_chrf: float = 15.0  # chrF an answer needs (and no flag) to count as acceptable
+    samples_in_report: int = 12  # per split, worst first
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    confidence: ConfidenceWeights = field(default_factory=ConfidenceWeights)
+
+
+@dataclass
 class EvalConfig:
     """Everything ``taigimed evaluate`` does; each part can be switched off."""
 
@@ -77,13 +99,15 @@ class EvalConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     gen: GenConfig = field(default_factory=GenConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    answers: AnswersConfig = field(default_factory=AnswersConfig)
 
     def validate(self) -> None:
-        known = {"mcq", "lm", "gen", "safety"}
+        known = {"mcq", "lm", "gen", "safety", "answers"}
         unknown = sorted(set(self.tasks) - known)
         if unknown:
             raise ConfigError(f"tasks: unknown task {unknown[0]!r}; known: {sorted(known)}")
-        if self.mcq.batch_questions < 1 or self.lm.batch_size < 1 or self.gen.batch_size < 1:
+        sizes = (self.mcq.batch_questions, self.lm.batch_size, self.gen.batch_size)
+        if min(sizes) < 1 or self.answers.batch_size < 1:
             raise ConfigError("batch sizes must be >= 1")
 
 
@@ -103,6 +127,12 @@ class MetricRule:
     vs_base: float | None = None
     relative: bool = False
     required: bool = True  # a missing metric fails the gate
+    # "mcnemar": a regression against champion/base is decided by the exact McNemar test on the
+    # per-item results both models have (``<metric>_items`` in metrics.json): FAIL when the
+    # candidate lost more disagreements than it won and p < alpha. The tolerance is then only
+    # the fallback for a reference without per-item results.
+    paired_test: Literal["none", "mcnemar"] = "none"
+    alpha: float = 0.05
 
 
 @dataclass
@@ -121,6 +151,8 @@ class GateConfig:
         for name, rule in self.metrics.items():
             if rule.min is not None and rule.max is not None and rule.min > rule.max:
                 raise ConfigError(f"metrics.{name}: min {rule.min} is above max {rule.max}")
+            if not 0 < rule.alpha < 1:
+                raise ConfigError(f"metrics.{name}.alpha: must be between 0 and 1")
             for key in ("vs_champion", "vs_base"):
                 value = getattr(rule, key)
                 if value is not None and value < 0:
