@@ -36,7 +36,8 @@ def test_flags_name_what_is_wrong():
     assert "repetition" in answer_signals(LOOP, QUESTION, "").flags
     assert answer_signals(GOOD + "\ufffd", QUESTION, SYSTEM).flags == ["broken"]
     assert answer_signals(" 。！ ", QUESTION, SYSTEM).flags == ["empty"]
-    assert answer_signals("这个你要多喝水，多休息，发烧要看医生。", QUESTION).flags == ["simplified"]
+    simplified = "这个你要多喝水，多休息，发烧要看医生。"
+    assert answer_signals(simplified, QUESTION).flags == ["simplified"]
     english = "Drink warm water and rest; see a doctor if the fever stays."
     assert answer_signals(english, QUESTION, script="hanji").flags == ["off_script"]
     tailo = "Ke lim sio-tsuí, ke hioh-khùn, huat-sio bô thè tō ài khì khuànn i-sing."
