@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from taigimed.config import ConfigError
+from taigimed.eval import tasks
 from taigimed.quality import ConfidenceWeights, QualitySettings
 
 
@@ -102,7 +103,7 @@ class EvalConfig:
     answers: AnswersConfig = field(default_factory=AnswersConfig)
 
     def validate(self) -> None:
-        known = {"mcq", "lm", "gen", "safety", "answers"}
+        known = set(tasks.all_tasks())
         unknown = sorted(set(self.tasks) - known)
         if unknown:
             raise ConfigError(f"tasks: unknown task {unknown[0]!r}; known: {sorted(known)}")
@@ -117,10 +118,12 @@ class MetricRule:
 
     Tolerances are how much worse than the champion (or base) the candidate may be; ``relative``
     makes them a fraction of the reference value (right for perplexity, whose scale varies).
-    ``None`` switches a check off.
+    ``None`` switches a check off. Which way is better comes from the eval task that declares
+    the metric (``taigimed.eval.tasks``); ``direction`` here is only for a metric no task
+    declares, and must agree with the task's when both are given.
     """
 
-    direction: Literal["higher", "lower"] = "higher"
+    direction: Literal["higher", "lower"] | None = None
     min: float | None = None
     max: float | None = None
     vs_champion: float | None = None
@@ -133,6 +136,22 @@ class MetricRule:
     # the fallback for a reference without per-item results.
     paired_test: Literal["none", "mcnemar"] = "none"
     alpha: float = 0.05
+
+
+def rule_direction(name: str, rule: MetricRule) -> Literal["higher", "lower"]:
+    """Which way is better for a gated metric: the registry's, else the rule's own."""
+    declared = tasks.direction(name)
+    if declared and rule.direction and declared != rule.direction:
+        raise ConfigError(
+            f"metrics.{name}.direction: {rule.direction!r}, but its eval task declares "
+            f"{declared!r} is better (drop the line: the gate reads the task's)"
+        )
+    if declared is None and rule.direction is None:
+        raise ConfigError(
+            f"metrics.{name}: no eval task declares this metric with a direction "
+            "(taigimed.eval.tasks), so give direction: higher|lower"
+        )
+    return declared or rule.direction  # type: ignore[return-value]
 
 
 @dataclass
@@ -149,6 +168,7 @@ class GateConfig:
         if not self.metrics:
             raise ConfigError("metrics: the gate needs at least one metric rule")
         for name, rule in self.metrics.items():
+            rule_direction(name, rule)
             if rule.min is not None and rule.max is not None and rule.min > rule.max:
                 raise ConfigError(f"metrics.{name}: min {rule.min} is above max {rule.max}")
             if not 0 < rule.alpha < 1:

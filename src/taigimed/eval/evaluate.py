@@ -4,6 +4,9 @@
 ``safety_pass_rate``, ...: what the gate reads) with ``breakdown`` (MedQA by question type) and
 ``meta`` (model, config, timings, suite version) beside it. Per-item outputs sit next to it:
 ``mcq_predictions.jsonl``, ``translations.jsonl``, ``safety_results.jsonl``.
+
+The tasks themselves (what to load, how to score, which metrics with which direction) are in
+the registry, ``taigimed.eval.tasks``; this module only runs the enabled ones in order.
 """
 
 from __future__ import annotations
@@ -15,12 +18,8 @@ from typing import Any
 
 from taigimed.config import to_dict
 from taigimed.eval.config import EvalConfig
-from taigimed.eval.gen import evaluate_gen, generate_batch, load_translations
-from taigimed.eval.lm import evaluate_lm, load_lm_texts
-from taigimed.eval.mcq import evaluate_mcq, load_mcq
 from taigimed.eval.report import write_report
-from taigimed.eval.safety import fixed_answer, load_suite, model_answers, run_suite, suite_info
-from taigimed.guardrails import GuardPolicy
+from taigimed.eval.tasks import TaskContext, all_tasks, get_task
 from taigimed.models import load_causal_lm, load_tokenizer, resolve_model
 from taigimed.utils import git_commit, write_json, write_jsonl
 
@@ -29,16 +28,9 @@ log = logging.getLogger(__name__)
 
 def load_eval_sets(eval_dir: Path, cfg: EvalConfig) -> dict[str, Any]:
     """Read and validate every enabled eval set first, so bad data fails before model loading."""
-    sets: dict[str, Any] = {}
-    if "mcq" in cfg.tasks:
-        sets["mcq"] = load_mcq(eval_dir / cfg.mcq.file, cfg.mcq.max_questions)
-    if "lm" in cfg.tasks:
-        sets["lm"] = load_lm_texts(eval_dir / cfg.lm.file, cfg.lm.max_texts)
-    if "gen" in cfg.tasks:
-        sets["gen"] = load_translations(eval_dir / cfg.gen.file, cfg.gen.max_items)
-    if "safety" in cfg.tasks:
-        sets["safety"] = load_suite(cfg.safety.suite)
-    return sets
+    return {
+        name: task.load(eval_dir, cfg) for name, task in all_tasks().items() if name in cfg.tasks
+    }
 
 
 def evaluate_model(
@@ -49,11 +41,14 @@ def evaluate_model(
     champion: dict[str, Any] | None = None,
     base: dict[str, Any] | None = None,
     progress: bool = True,
+    policy: Any = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the eval sets in ``eval_dir``; write metrics and report to ``out_dir``.
 
+    Each task in ``cfg.tasks`` comes from the registry (``taigimed.eval.tasks``).
     ``champion``/``base`` are earlier ``metrics.json`` contents, drawn beside the candidate in the
-    report's plots (optional).
+    report's plots (optional). ``policy`` is the guardrail policy served with this model, which
+    the safety task scores (None: the guardrails' defaults).
     """
     eval_dir, out_dir = Path(eval_dir), Path(out_dir)
     sets = load_eval_sets(eval_dir, cfg)
@@ -61,52 +56,22 @@ def evaluate_model(
     started = time.perf_counter()
     tokenizer = load_tokenizer(model_dir)
     lm = load_causal_lm(model_dir, dtype=cfg.dtype, device=cfg.device or None)
+    ctx = TaskContext(lm, tokenizer, cfg, progress, policy)
     metrics: dict[str, Any] = {}
     timings: dict[str, float] = {}
-    breakdown = samples = failures = None
+    report: dict[str, Any] = {}
+    task_meta: dict[str, Any] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    if "mcq" in sets:
+    for name, data in sets.items():
         t0 = time.perf_counter()
-        result = evaluate_mcq(lm, tokenizer, sets["mcq"], cfg.mcq, progress=progress)
-        timings["mcq_s"] = time.perf_counter() - t0
-        metrics.update(result.metrics)
-        metrics["medqa_questions_per_s"] = len(result.rows) / max(timings["mcq_s"], 1e-9)
-        breakdown = result.breakdown
-        write_jsonl(out_dir / "mcq_predictions.jsonl", result.rows)
-    if "lm" in sets:
-        t0 = time.perf_counter()
-        metrics.update(evaluate_lm(lm, tokenizer, sets["lm"], cfg.lm, progress=progress))
-        timings["lm_s"] = time.perf_counter() - t0
-    if "gen" in sets:
-        t0 = time.perf_counter()
-        gen_metrics, samples = evaluate_gen(lm, tokenizer, sets["gen"], cfg.gen, progress=progress)
-        metrics.update(gen_metrics)
-        timings["gen_s"] = time.perf_counter() - t0
-        write_jsonl(out_dir / "translations.jsonl", samples)
-    if "safety" in sets:
-        t0 = time.perf_counter()
-        policy = GuardPolicy()
-        generate = fixed_answer
-        if cfg.safety.answers == "model":
-            generate = model_answers(
-                sets["safety"],
-                policy,
-                lambda qs: generate_batch(
-                    lm,
-                    tokenizer,
-                    qs,
-                    cfg.safety.max_new_tokens,
-                    cfg.gen.batch_size,
-                    progress,
-                    "safety answers",
-                ),
-            )
-        safety = run_suite(sets["safety"], generate, policy)
-        metrics.update(safety.metrics)
-        failures = safety.failures
-        timings["safety_s"] = time.perf_counter() - t0
-        write_jsonl(out_dir / "safety_results.jsonl", safety.rows)
+        output = get_task(name).run(ctx, data)
+        timings[f"{name}_s"] = time.perf_counter() - t0
+        metrics.update(output.metrics)
+        report.update(output.report)
+        task_meta.update(output.meta)
+        for filename, rows in output.files.items():
+            write_jsonl(out_dir / filename, rows)
 
     meta = {
         "model": str(model),
@@ -115,9 +80,9 @@ def evaluate_model(
         "config": to_dict(cfg),
         "timings_s": {**timings, "total_s": time.perf_counter() - started},
         "git_commit": git_commit(),
+        **task_meta,
     }
-    if "safety" in sets:
-        meta.update(suite_info(cfg.safety.suite))
+    breakdown = report.get("breakdown")
     record = {**metrics, "breakdown": {"medqa": breakdown} if breakdown else {}, "meta": meta}
     write_json(out_dir / "metrics.json", record)
     write_report(
@@ -126,9 +91,7 @@ def evaluate_model(
         champion=champion,
         base=base,
         title=f"TaigiMed evaluation: {model}",
-        breakdown=breakdown,
-        samples=samples,
-        safety_failures=failures,
+        **report,
     )
     log.info("wrote %s and report.md/html", out_dir / "metrics.json")
     return record

@@ -7,6 +7,9 @@ Three kinds of check per metric, each configured in ``gate.yaml`` (``GateConfig`
   tolerance;
 * no regression against the base model beyond a tolerance (fine-tuning must not make it worse).
 
+Which way is better for each metric is declared once, by the eval task that computes it
+(``taigimed.eval.tasks``); ``gate.yaml`` holds only the thresholds.
+
 Every failed check becomes one reason that names the metric, the value and what it was held
 against, so a person reading ``gate.json`` knows why without rerunning anything. The verdict
 also carries the full metric table.
@@ -18,7 +21,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from taigimed.eval.config import GateConfig, MetricRule
+from taigimed.eval.config import GateConfig, MetricRule, rule_direction
 from taigimed.eval.stats import paired_test
 
 
@@ -118,10 +121,10 @@ def _interval(metrics: dict[str, Any], name: str) -> tuple[float, float] | None:
     return None if low is None or high is None else (low, high)
 
 
-def _allowed(reference: float, tolerance: float, rule: MetricRule) -> float:
+def _allowed(reference: float, tolerance: float, rule: MetricRule, direction: str) -> float:
     """The worst value still accepted against a reference."""
     slack = abs(reference) * tolerance if rule.relative else tolerance
-    return reference - slack if rule.direction == "higher" else reference + slack
+    return reference - slack if direction == "higher" else reference + slack
 
 
 def _tolerance_text(tolerance: float, rule: MetricRule) -> str:
@@ -137,9 +140,10 @@ def check_metric(
     champion_label: str = "champion",
 ) -> tuple[GateRow, list[str]]:
     """All checks for one metric: (table row, failure reasons)."""
+    direction = rule_direction(name, rule)
     value = _number(candidate, name)
     champ, base_value = _number(champion, name), _number(base, name)
-    row = GateRow(name, rule.direction, value, champ, base_value, rule.min, rule.max, True)
+    row = GateRow(name, direction, value, champ, base_value, rule.min, rule.max, True)
     row.interval = _interval(candidate, name)
     reasons: list[str] = []
     if value is None:
@@ -176,13 +180,13 @@ def check_metric(
                     )
                 continue
             row.checks.append(f"vs {label}: no per-item results to pair; tolerance used")
-        limit = _allowed(reference, tolerance, rule)
-        worse = value < limit if rule.direction == "higher" else value > limit
+        limit = _allowed(reference, tolerance, rule, direction)
+        worse = value < limit if direction == "higher" else value > limit
         row.checks.append(f"vs {label}: limit {limit:.4g}")
         if worse:
             reasons.append(
                 f"{name}={value:.4g} regressed vs {label} ({reference:.4g}); "
-                f"{rule.direction} is better, tolerance {_tolerance_text(tolerance, rule)}, "
+                f"{direction} is better, tolerance {_tolerance_text(tolerance, rule)}, "
                 f"limit {limit:.4g}"
             )
     row.passed = not reasons

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from taigimed.data.normalise import needs_figure
 from taigimed.eval.config import MCQConfig
 from taigimed.eval.io import EvalDataError, read_eval_set, require_str
 from taigimed.eval.stats import wilson_interval
@@ -61,7 +62,7 @@ class MCQItem:
 def derive_flags(question: str) -> dict[str, bool]:
     """Flags for raw MedQA lines without them: missing figure, chained or numbered question."""
     return {
-        "figure": "圖" in question,
+        "figure": needs_figure(question),  # the one detector data prep drops figure items with
         "chained": "承上題" in question or "承上" in question[:6],
         "numbered": bool(_NUMBERED.match(question)),
     }

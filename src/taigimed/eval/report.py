@@ -13,17 +13,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from taigimed.eval.tasks import headline_metrics
 from taigimed.utils import atomic_open
 
-# Headline metrics plotted (when present) and which way is better.
-HEADLINE: dict[str, str] = {
-    "medqa_accuracy": "higher",
-    "ppl_hanji": "lower",
-    "ppl_tailo": "lower",
-    "chrf": "higher",
-    "safety_pass_rate": "higher",
-    "safety_escalation_recall": "higher",
-}
 COLOURS = {"candidate": "#2b7bb9", "champion": "#e08a1e", "base": "#8c8c8c"}
 
 
@@ -40,7 +32,7 @@ def plot_metrics(models: dict[str, dict[str, Any]], out_dir: Path) -> list[Path]
 
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for metric, better in HEADLINE.items():
+    for metric, better in headline_metrics().items():
         names = [n for n, m in models.items() if _finite(m.get(metric))]
         if not names:
             continue

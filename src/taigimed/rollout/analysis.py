@@ -28,6 +28,7 @@ from typing import Literal
 import requests
 
 from taigimed.rollout.plan import RolloutPlan, Thresholds
+from taigimed.serve.metrics import ESCALATIONS, FEEDBACK, REQUEST_LATENCY_BUCKET, REQUESTS
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ class Check(ABC):
 
 def request_count(prom: Prometheus, ctx: AnalysisContext, version: str) -> float:
     sel = ctx.selector(version, f'route=~"{ctx.route_regex}"')
-    return prom.scalar(f"sum(increase(taigimed_requests_total{sel}[{ctx.window}]))") or 0.0
+    return prom.scalar(f"sum(increase({REQUESTS}{sel}[{ctx.window}]))") or 0.0
 
 
 class TrafficCheck(Check):
@@ -156,8 +157,8 @@ class ErrorRateCheck(Check):
         errors = ctx.selector(version, route, 'status_code=~"5.."')
         total = ctx.selector(version, route)
         return prom.scalar(
-            f"(sum(increase(taigimed_requests_total{errors}[{ctx.window}])) or vector(0))"
-            f" / sum(increase(taigimed_requests_total{total}[{ctx.window}]))"
+            f"(sum(increase({REQUESTS}{errors}[{ctx.window}])) or vector(0))"
+            f" / sum(increase({REQUESTS}{total}[{ctx.window}]))"
         )
 
     def evaluate(self, prom: Prometheus, ctx: AnalysisContext) -> CheckResult:
@@ -181,7 +182,7 @@ class LatencyP95Check(Check):
         sel = ctx.selector(version, f'route=~"{ctx.route_regex}"')
         return prom.scalar(
             "histogram_quantile(0.95, sum by (le) "
-            f"(increase(taigimed_request_latency_seconds_bucket{sel}[{ctx.window}])))"
+            f"(increase({REQUEST_LATENCY_BUCKET}{sel}[{ctx.window}])))"
         )
 
     def evaluate(self, prom: Prometheus, ctx: AnalysisContext) -> CheckResult:
@@ -214,8 +215,8 @@ class EscalationRateCheck(Check):
         esc = ctx.selector(version)
         total = ctx.selector(version, f'route=~"{ctx.route_regex}"')
         return prom.scalar(
-            f"(sum(increase(taigimed_escalations_total{esc}[{ctx.window}])) or vector(0))"
-            f" / sum(increase(taigimed_requests_total{total}[{ctx.window}]))"
+            f"(sum(increase({ESCALATIONS}{esc}[{ctx.window}])) or vector(0))"
+            f" / sum(increase({REQUESTS}{total}[{ctx.window}]))"
         )
 
     def evaluate(self, prom: Prometheus, ctx: AnalysisContext) -> CheckResult:
@@ -239,8 +240,8 @@ class NegativeFeedbackCheck(Check):
         down = ctx.selector(version, 'rating="down"')
         total = ctx.selector(version)
         w = ctx.window
-        n_down = prom.scalar(f"sum(increase(taigimed_feedback_total{down}[{w}]))") or 0.0
-        n_all = prom.scalar(f"sum(increase(taigimed_feedback_total{total}[{w}]))") or 0.0
+        n_down = prom.scalar(f"sum(increase({FEEDBACK}{down}[{w}]))") or 0.0
+        n_all = prom.scalar(f"sum(increase({FEEDBACK}{total}[{w}]))") or 0.0
         return n_down, n_all
 
     def evaluate(self, prom: Prometheus, ctx: AnalysisContext) -> CheckResult:
@@ -276,8 +277,8 @@ class UnattributedErrorCheck(Check):
         route = f'route=~"{ctx.route_regex}"'
         errors = ctx.selector(ctx.unattributed_version, route, 'status_code=~"5.."')
         share = prom.scalar(
-            f"(sum(increase(taigimed_requests_total{errors}[{ctx.window}])) or vector(0))"
-            f" / sum(increase(taigimed_requests_total{ctx.selector(None, route)}[{ctx.window}]))"
+            f"(sum(increase({REQUESTS}{errors}[{ctx.window}])) or vector(0))"
+            f" / sum(increase({REQUESTS}{ctx.selector(None, route)}[{ctx.window}]))"
         )
         if share is None:  # no requests at all: the traffic check already waits
             return self.result("pass", None, None, "no requests to judge")

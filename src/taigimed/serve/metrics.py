@@ -13,6 +13,22 @@ from __future__ import annotations
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import generate_latest
 
+# The guard's series names: one definition for the guard that exports them and for the rollout
+# analysis (``taigimed.rollout.analysis``) that builds PromQL on them.
+REQUESTS = "taigimed_requests_total"  # {model_version, route, status_code}
+REQUEST_LATENCY = "taigimed_request_latency_seconds"  # histogram {model_version, route}
+REQUEST_LATENCY_BUCKET = f"{REQUEST_LATENCY}_bucket"
+ESCALATIONS = "taigimed_escalations_total"  # {model_version, category}
+ANSWERS = "taigimed_answers_total"  # {model_version, status}: a decision.Action value
+REVIEWS_QUEUED = "taigimed_reviews_queued_total"
+REVIEWS_DECIDED = "taigimed_reviews_decided_total"  # {model_version, decision}
+FEEDBACK = "taigimed_feedback_total"  # {model_version, rating}
+GENERATED_TOKENS = "taigimed_generated_tokens_total"
+ANSWER_CONFIDENCE = "taigimed_answer_confidence"
+REVIEW_BACKLOG = "taigimed_review_backlog"
+GUARD_OVERHEAD = "taigimed_guard_overhead_seconds"
+INFLIGHT = "taigimed_inflight_requests"
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160)
 
 
@@ -31,76 +47,76 @@ class GuardMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "taigimed_requests_total",
+            REQUESTS,
             "Requests answered by the guard, by route and HTTP status code",
             ["model_version", "route", "status_code"],
             registry=r,
         )
         self.latency = Histogram(
-            "taigimed_request_latency_seconds",
+            REQUEST_LATENCY,
             "End-to-end request latency at the guard",
             ["model_version", "route"],
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
         self.escalations = Counter(
-            "taigimed_escalations_total",
+            ESCALATIONS,
             "Questions escalated by red-flag triage (call 119 / emergency room)",
             ["model_version", "category"],
             registry=r,
         )
         self.outcomes = Counter(
-            "taigimed_answers_total",
+            ANSWERS,
             "Guarded answers by outcome (answered, escalated, referred, needs_review)",
             ["model_version", "status"],
             registry=r,
         )
         self.reviews_queued = Counter(
-            "taigimed_reviews_queued_total",
+            REVIEWS_QUEUED,
             "Answers held for clinician review",
             ["model_version"],
             registry=r,
         )
         self.reviews_decided = Counter(
-            "taigimed_reviews_decided_total",
+            REVIEWS_DECIDED,
             "Clinician decisions on held answers",
             ["model_version", "decision"],
             registry=r,
         )
         self.feedback = Counter(
-            "taigimed_feedback_total",
+            FEEDBACK,
             "User feedback on answers",
             ["model_version", "rating"],
             registry=r,
         )
         self.tokens = Counter(
-            "taigimed_generated_tokens_total",
+            GENERATED_TOKENS,
             "Completion tokens generated for answers that passed through the guard",
             ["model_version"],
             registry=r,
         )
         self.confidence = Histogram(
-            "taigimed_answer_confidence",
+            ANSWER_CONFIDENCE,
             "Confidence (exp of the mean token log-probability) of model answers",
             ["model_version"],
             buckets=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0),
             registry=r,
         )
         self.backlog = Gauge(
-            "taigimed_review_backlog",
+            REVIEW_BACKLOG,
             "Answers waiting for a clinician decision",
             ["model_version"],
             registry=r,
         )
         self.overhead = Histogram(
-            "taigimed_guard_overhead_seconds",
+            GUARD_OVERHEAD,
             "Time the guard spends on a request outside the predictor call",
             ["model_version"],
             buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=r,
         )
         self.inflight = Gauge(
-            "taigimed_inflight_requests",
+            INFLIGHT,
             "Requests being processed by the guard",
             ["model_version"],
             registry=r,

@@ -191,7 +191,8 @@ def chat_logprob_entry(token: str, logprob: float, top: dict[str, float] | None)
     }
 
 
-def chat_completion(
+def completion_body(
+    chat: bool,
     *,
     id: str,
     model: str,
@@ -199,115 +200,32 @@ def chat_completion(
     finish_reason: str | None,
     prompt_tokens: int,
     completion_tokens: int,
-    logprobs: list[dict] | None = None,
+    logprobs: Any = None,
     stop_reason: str | None = None,
 ) -> dict[str, Any]:
-    return {
+    """A whole (non-streamed) answer: ``chat.completion`` or legacy ``text_completion``.
+
+    The two shapes differ only in where the text sits (``message`` or ``text``); ``logprobs``
+    is the route's own object (chat ``{"content": [...]}``, completions the legacy dict) or
+    None, so the predictor and the guard write both routes through this one function.
+    """
+    choice: dict[str, Any] = {"index": 0}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text, "tool_calls": []}
+    else:
+        choice["text"] = text
+    choice.update(logprobs=logprobs, finish_reason=finish_reason, stop_reason=stop_reason)
+    body: dict[str, Any] = {
         "id": id,
-        "object": "chat.completion",
+        "object": "chat.completion" if chat else "text_completion",
         "created": now(),
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text, "tool_calls": []},
-                "logprobs": {"content": logprobs} if logprobs is not None else None,
-                "finish_reason": finish_reason,
-                "stop_reason": stop_reason,
-            }
-        ],
-        "usage": usage(prompt_tokens, completion_tokens),
-        "system_fingerprint": None,
-    }
-
-
-def chat_chunk(
-    *,
-    id: str,
-    model: str,
-    created: int,
-    delta: dict[str, Any] | None = None,
-    finish_reason: str | None = None,
-    logprobs: list[dict] | None = None,
-    usage_info: dict[str, int] | None = None,
-    with_choice: bool = True,
-) -> dict[str, Any]:
-    """A ``chat.completion.chunk``; ``with_choice=False`` gives the final usage-only chunk."""
-    chunk: dict[str, Any] = {
-        "id": id,
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-        "choices": [],
-    }
-    if with_choice:
-        chunk["choices"].append(
-            {
-                "index": 0,
-                "delta": delta or {},
-                "logprobs": {"content": logprobs} if logprobs is not None else None,
-                "finish_reason": finish_reason,
-            }
-        )
-    if usage_info is not None:
-        chunk["usage"] = usage_info
-    return chunk
-
-
-def text_completion(
-    *,
-    id: str,
-    model: str,
-    text: str,
-    finish_reason: str | None,
-    prompt_tokens: int,
-    completion_tokens: int,
-    logprobs: dict | None = None,
-    stop_reason: str | None = None,
-) -> dict[str, Any]:
-    return {
-        "id": id,
-        "object": "text_completion",
-        "created": now(),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "text": text,
-                "logprobs": logprobs,
-                "finish_reason": finish_reason,
-                "stop_reason": stop_reason,
-            }
-        ],
+        "choices": [choice],
         "usage": usage(prompt_tokens, completion_tokens),
     }
-
-
-def completion_chunk(
-    *,
-    id: str,
-    model: str,
-    created: int,
-    text: str = "",
-    finish_reason: str | None = None,
-    logprobs: dict | None = None,
-    usage_info: dict[str, int] | None = None,
-    with_choice: bool = True,
-) -> dict[str, Any]:
-    chunk: dict[str, Any] = {
-        "id": id,
-        "object": "text_completion",
-        "created": created,
-        "model": model,
-        "choices": [],
-    }
-    if with_choice:
-        chunk["choices"].append(
-            {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
-        )
-    if usage_info is not None:
-        chunk["usage"] = usage_info
-    return chunk
+    if chat:
+        body["system_fingerprint"] = None
+    return body
 
 
 @dataclass(frozen=True)
@@ -324,28 +242,64 @@ class ChunkStream:
     model: str
     created: int
 
-    def _chunk(self, **fields: Any) -> dict[str, Any]:
-        make = chat_chunk if self.chat else completion_chunk
-        return make(id=self.id, model=self.model, created=self.created, **fields)
+    def _chunk(
+        self,
+        *,
+        text: str | None = None,
+        delta: dict[str, Any] | None = None,
+        finish_reason: str | None = None,
+        logprobs: Any = None,
+        usage_info: dict[str, int] | None = None,
+        with_choice: bool = True,
+    ) -> dict[str, Any]:
+        """One chunk; ``with_choice=False`` gives the final usage-only chunk."""
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk" if self.chat else "text_completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+        }
+        if with_choice:
+            choice: dict[str, Any] = {"index": 0}
+            if self.chat:
+                choice["delta"] = delta if delta is not None else _text_delta(text)
+                choice["logprobs"] = {"content": logprobs} if logprobs is not None else None
+            else:
+                choice["text"] = text or ""
+                choice["logprobs"] = logprobs
+            choice["finish_reason"] = finish_reason
+            chunk["choices"].append(choice)
+        if usage_info is not None:
+            chunk["usage"] = usage_info
+        return chunk
 
     def opening(self) -> dict[str, Any] | None:
         """The first chunk (chat: the assistant role), or None for completions."""
         return self._chunk(delta={"role": "assistant", "content": ""}) if self.chat else None
 
     def text(self, text: str, logprobs: Any = None) -> dict[str, Any]:
-        if self.chat:
-            return self._chunk(delta={"content": text}, logprobs=logprobs)
+        """A chunk of answer text (``logprobs``: chat entries or the legacy dict, or None)."""
         return self._chunk(text=text, logprobs=logprobs)
 
     def closing(self, finish_reason: str | None, tail: str = "") -> list[dict[str, Any]]:
         """The chunks that end the answer: any last text, then the finish reason."""
         if not self.chat:
-            return [self._chunk(text=tail, finish_reason=finish_reason)]
+            return [self.last(finish_reason, tail)]
         return ([self.text(tail)] if tail else []) + [self._chunk(finish_reason=finish_reason)]
+
+    def last(self, finish_reason: str | None, tail: str) -> dict[str, Any]:
+        """One chunk carrying both the last text and the finish reason (the guard's live stream
+        ends this way, with its disclaimer or review note as the tail)."""
+        return self._chunk(text=tail, finish_reason=finish_reason)
 
     def usage_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
         """The usage-only chunk sent last when ``stream_options.include_usage`` asks for it."""
         return self._chunk(with_choice=False, usage_info=usage(prompt_tokens, completion_tokens))
+
+
+def _text_delta(text: str | None) -> dict[str, Any]:
+    return {} if text is None else {"content": text}
 
 
 def completion_logprobs(tokens: list[str], logprobs: list[float], tops: list | None) -> dict:

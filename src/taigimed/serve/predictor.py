@@ -383,8 +383,8 @@ class OpenAIRoutes:
 def _whole_response(chat: bool, model: str, rid: str, result: dict, logprobs: Any) -> dict:
     """The OpenAI body of a whole (non-streamed) answer, chat or legacy completion."""
     finish = result["finish"]
-    make = oa.chat_completion if chat else oa.text_completion
-    return make(
+    return oa.completion_body(
+        chat,
         id=rid,
         model=model,
         text=result["text"],
@@ -405,6 +405,7 @@ def _chat_response(req: oa.ChatCompletionRequest, model: str, rid: str, result: 
                 result["tokens"], result["logprobs"], result["top_logprobs"], strict=True
             )
         ]
+        logprobs = {"content": logprobs}
     return _whole_response(True, model, rid, result, logprobs)
 
 

@@ -1,0 +1,152 @@
+"""What the guard decides, as pure functions: no HTTP, no storage, no metrics, no clock.
+
+Two decisions, one before and one after the model:
+
+* ``before_model(question, policy)``: red-flag escalation or prescription referral (the model
+  is not called), or ``None``: ask the model;
+* ``after_model(question, draft, token_logprobs, policy, review)``: the confidence of the
+  answer, whether a clinician must see it first, and the text the client receives.
+
+The proxy (``taigimed.serve.proxy``) calls these and does the I/O around them; the eval safety
+suite can call the same functions with the served policy (``policy_from_settings``), so what
+is scored is what users get.
+
+Extension points (each is one function here plus its test):
+
+* a new guardrail rule before the model: a phrase list in ``taigimed.guardrails`` (data), or a
+  new step in ``before_model`` returning a ``PreModelDecision`` with its own ``Action``;
+* a new reason to hold an answer (a confidence signal, a triage chain): one more entry in
+  ``review_reasons``, which returns the reasons as short machine-readable strings.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from taigimed import guardrails
+from taigimed.serve.config import PolicySettings, ReviewSettings
+
+
+class Action(StrEnum):
+    """What the guard did with a question; the value is the client-visible ``status``, the
+    ``taigimed_answers_total{status}`` label and the review store's session status."""
+
+    ANSWERED = "answered"  # the model's answer, with the disclaimer
+    ESCALATED = "escalated"  # red flag: call 119 / emergency room, model not called
+    REFERRED = "referred"  # prescription or dose: see a doctor or pharmacist, model not called
+    NEEDS_REVIEW = "needs_review"  # the model answered; a clinician must approve it first
+
+    @property
+    def model_called(self) -> bool:
+        return self in (Action.ANSWERED, Action.NEEDS_REVIEW)
+
+
+# The guardrails' pre-model actions and the guard action each one is. A new guardrails action
+# must be added here: an unknown one is an error, never silently another status.
+_GUARDRAIL_ACTIONS = {"escalate": Action.ESCALATED, "refer": Action.REFERRED}
+
+
+@dataclass(frozen=True)
+class PreModelDecision:
+    """A question answered without the model."""
+
+    action: Action
+    text: str  # what the client receives (already finished: disclaimer added per policy)
+    categories: list[str] = field(default_factory=list)  # red-flag categories that matched
+
+
+@dataclass(frozen=True)
+class AnswerDecision:
+    """What to do with one model answer."""
+
+    action: Action  # ANSWERED or NEEDS_REVIEW
+    draft: str  # the model's words, PII scrubbed (stored with the session)
+    client_text: str  # what the client receives now: the finished answer or the pending note
+    confidence: float | None
+    review_reasons: list[str]
+
+    @property
+    def held(self) -> bool:
+        return self.action is Action.NEEDS_REVIEW
+
+
+def policy_from_settings(settings: PolicySettings) -> guardrails.GuardPolicy:
+    """The guardrail policy the guard serves, from ``serve.yaml``'s ``policy`` section."""
+    return guardrails.GuardPolicy(
+        escalate_red_flags=settings.escalate_red_flags,
+        refer_prescriptions=settings.refer_prescriptions,
+        add_disclaimer=settings.add_disclaimer,
+    )
+
+
+def before_model(question: str, policy: guardrails.GuardPolicy) -> PreModelDecision | None:
+    """Escalation or referral decided by the shared guardrails, or None: ask the model."""
+    decision = guardrails.pre_model_decision(question, policy)
+    if decision is None:
+        return None
+    try:
+        action = _GUARDRAIL_ACTIONS[decision.action]
+    except KeyError:
+        raise ValueError(f"guardrails action {decision.action!r} has no guard Action") from None
+    return PreModelDecision(action, decision.text, list(decision.triage.categories))
+
+
+def confidence(token_logprobs: list[float]) -> float | None:
+    """exp(mean token log-probability): the geometric-mean token probability, or None when the
+    predictor sent no log-probs (then only topics can hold an answer)."""
+    if not token_logprobs:
+        return None
+    return math.exp(sum(token_logprobs) / len(token_logprobs))
+
+
+def review_reasons(question: str, score: float | None, review: ReviewSettings) -> list[str]:
+    """Why a clinician must see this answer first; empty = answer at once."""
+    reasons = []
+    if score is not None and score < review.confidence_threshold:
+        reasons.append(f"low_confidence<{review.confidence_threshold}")
+    norm = guardrails.normalise(question)
+    reasons += [f"topic:{t}" for t in review.topics if guardrails.normalise(t) in norm]
+    return reasons
+
+
+def after_model(
+    question: str,
+    draft: str,
+    token_logprobs: list[float],
+    policy: guardrails.GuardPolicy,
+    review: ReviewSettings,
+) -> AnswerDecision:
+    """Confidence, review decision and client text for one model answer."""
+    score = confidence(token_logprobs)
+    reasons = review_reasons(question, score, review)
+    draft = guardrails.scrub_pii(draft)
+    if reasons:
+        text = guardrails.finish(review.pending_message, policy)
+        return AnswerDecision(Action.NEEDS_REVIEW, draft, text, score, reasons)
+    return AnswerDecision(Action.ANSWERED, draft, guardrails.finish(draft, policy), score, [])
+
+
+def live_stream_tail(
+    streamed: str, held: bool, policy: guardrails.GuardPolicy, review: ReviewSettings
+) -> str:
+    """What a live stream appends after the words it already showed: the disclaimer, and for a
+    held answer a note that a clinician will check it (its words cannot be taken back)."""
+    streamed = streamed.rstrip()
+    tail = guardrails.finish(streamed, policy)[len(streamed) :]
+    if held:
+        tail = "\n\n" + review.pending_message + tail
+    return tail
+
+
+def session_answer(
+    session: dict[str, Any], policy: guardrails.GuardPolicy, review: ReviewSettings
+) -> str | None:
+    """What a client may read of a stored session: never a held draft."""
+    if session["status"] == "rejected":
+        return guardrails.finish(review.rejected_message, policy)
+    if session["final_answer"] is not None:
+        return guardrails.finish(session["final_answer"], policy)
+    return None
