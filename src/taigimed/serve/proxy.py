@@ -39,6 +39,7 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from taigimed import quality
 from taigimed.serve import decision
 from taigimed.serve import openai_schema as oa
 from taigimed.serve import version as versioning
@@ -188,15 +189,23 @@ class OpenAIProxy:
         return Outcome(decided.action, decided.text, session_id, None, model_version=v)
 
     def on_chunk(self, ex: Exchange, piece: str) -> str:
-        """Hook 3: one piece of a live stream's text before the client sees it."""
-        return piece
+        """Hook 3: one piece of a live stream's text before the client sees it: a trailing
+        U+FFFD (the first bytes of a character cut by the backend) is not shown."""
+        return quality.trim_partial_char(piece)
 
     async def post_answer(self, ex: Exchange, answer: UpstreamAnswer) -> Outcome:
         """Hook 4: confidence, review decision, disclaimer, storage and metrics for a model
         answer (labelled and stored with the version that answered)."""
         review = self.cfg.review
+        system = next((m["content"] for m in ex.messages if m["role"] == "system"), "")
         decided = decision.after_model(
-            ex.question, answer.text, answer.token_logprobs, self.ctx.policy, review
+            ex.question,
+            answer.text,
+            answer.token_logprobs,
+            self.ctx.policy,
+            review,
+            system_prompt=system,
+            finish_reason=answer.finish_reason,
         )
         v, m = ex.tracker.version, self.metrics
         session_id = await self.ctx.save_session(
