@@ -46,8 +46,8 @@ test: setup lint tf-check test-deps ## lint, static Terraform checks and the who
 test-fast: setup ## the suite without the slow real runs
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-demo: setup ## the whole pipeline locally, then the served model answers a question
-	$(PY) -m taigimed.demo --profile $(PROFILE)
+demo: setup ## the whole pipeline locally, then the served model answers a question (MEDQA=file: gate on 200 MedQA questions)
+	$(PY) -m taigimed.demo --profile $(PROFILE) $(if $(MEDQA),--medqa $(MEDQA))
 
 compile: setup ## recompile pipelines/compiled/taigimed_pipeline.yaml
 	$(PY) pipelines/taigimed_pipeline.py --output pipelines/compiled/taigimed_pipeline.yaml

@@ -117,6 +117,22 @@ def base_model_of(profile: str, params: dict[str, str]) -> str:
     return profile_config(TrainConfig, profile, "train.yaml", []).base_model
 
 
+DEMO_MEDQA = "data/demo/medqa_demo.jsonl"
+MEDQA_GATE_SIZE = 200  # questions the MedQA gate needs before its interval means anything
+
+
+def medqa_overrides(user_file: Path | None, eval_size: int, existing: str = "") -> str:
+    """Data overrides that add the user's MedQA file to the demo's and hold out ``eval_size``
+    questions of the union (by the profile's seed: the same sample every run) for the gate."""
+    if user_file is None:
+        return existing
+    path = Path(user_file).resolve()
+    if not path.is_file():
+        raise SystemExit(f"--medqa {user_file}: file not found")
+    added = f"sources.medqa.paths=[{DEMO_MEDQA},{path}] medqa.eval_size={eval_size}"
+    return f"{existing} {added}".strip()
+
+
 def print_gate(result: Any) -> None:
     """The verdict as the gate wrote it (reasons and the whole table), true either way."""
     gate_md = result.outputs.get("gate")
@@ -149,6 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="pipeline parameter as for `taigimed pipeline run`, e.g. base_model=tiny-random-llama",
     )
+    parser.add_argument(
+        "--medqa",
+        type=Path,
+        default=os.environ.get("MEDQA") or None,
+        help="a MedQA JSONL file (e.g. MedQA-Taiwan dev) added to the demo's 64 questions, so "
+        "the gate holds out --medqa-eval-size of them (env MEDQA; `make demo MEDQA=...`)",
+    )
+    parser.add_argument("--medqa-eval-size", type=int, default=MEDQA_GATE_SIZE)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -159,6 +183,17 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     params = parse_params(args.param)
+    params["data_overrides"] = medqa_overrides(
+        args.medqa, args.medqa_eval_size, str(params.get("data_overrides", ""))
+    )
+    if not params["data_overrides"]:
+        params.pop("data_overrides")
+    if args.medqa is None:
+        print(
+            f"== note: MedQA is gated on the 16 questions of {DEMO_MEDQA}; their 95% interval is "
+            f"about ±0.2 wide, too wide to tell two models apart. Give a MedQA file with "
+            f"`make demo MEDQA=path/to/dev.jsonl` to gate on {MEDQA_GATE_SIZE} questions."
+        )
     print("== 1/2 running the Kubeflow pipeline locally (kfp.local, subprocess runner)")
     result = run_local(args.run_dir, args.profile, args.registry, params)
     print(f"\n== pipeline finished in {result.seconds:.0f} s")

@@ -33,3 +33,15 @@ def test_base_model_comes_from_the_parameter_or_the_profile():
         "tiny-random-llama"
     )
     assert base_model_of("configs/demo-cpu", {}) == "smollm2-135m-instruct"
+
+
+def test_a_user_medqa_file_joins_the_demo_file_and_sets_the_gate_sample(tmp_path):
+    from taigimed.demo import medqa_overrides
+
+    user = tmp_path / "dev.jsonl"
+    user.write_text("{}\n")
+    text = medqa_overrides(user, 200, "replay_fraction=0.3")
+    assert text.startswith("replay_fraction=0.3 ")
+    assert f"sources.medqa.paths=[data/demo/medqa_demo.jsonl,{user}]" in text
+    assert text.endswith("medqa.eval_size=200")
+    assert medqa_overrides(None, 200, "x=1") == "x=1"
