@@ -71,3 +71,12 @@ def test_confidence_is_lower_for_a_degenerate_answer_with_the_same_logprobs(bad)
     assert good is not None and worse is not None
     assert worse < good
     assert confidence(None, answer_signals(GOOD, QUESTION, SYSTEM)) is None
+
+
+def test_the_guard_image_installs_what_the_detectors_import(repo_root):
+    """The guard computes confidence with these detectors; OpenCC must be in its image, at the
+    same pin as the eval side."""
+    guard = (repo_root / "serving/requirements-guard.txt").read_text().splitlines()
+    main = (repo_root / "requirements.txt").read_text().splitlines()
+    pin = next(line.split()[0] for line in main if line.startswith("opencc=="))
+    assert pin in guard
