@@ -64,7 +64,7 @@ bench: setup ## benchmarks; results in bench/results/*.json
 tf-check: setup ## static Terraform checks (terraform fmt where the binary exists)
 	@if command -v terraform >/dev/null; then terraform fmt -check -recursive terraform/; \
 	  else echo "terraform not on PATH: skipping fmt (static checks still run)"; fi
-	$(PY) -m taigimed.tfcheck terraform/
+	$(PY) tools/tfcheck.py terraform/
 
 clean: ## remove run outputs (keeps .venv and the model cache)
 	rm -rf runs/ .pytest_cache .ruff_cache

@@ -10,6 +10,7 @@ def prepare(
     overrides: str,
     replay_fraction: float,
     fingerprint: str,
+    base_model: str,
     data: Output[Dataset],
     report: Output[Markdown],
 ):
@@ -19,6 +20,8 @@ def prepare(
         profile: config folder, e.g. configs/demo-cpu (uses its data.yaml).
         overrides: space-separated key=value overrides for data.yaml.
         replay_fraction: share of stage-2 training examples replayed from stage 1 (0.2 = 20%).
+        base_model: the model trained (the pipeline's base_model): the length filter counts
+            tokens with its tokenizer.
         fingerprint: content hash of configs and sources; only here so that KFP's cache never
             reuses a result for changed data or config.
         data: stage1/stage2 JSONL, eval sets and the data report.
@@ -29,5 +32,7 @@ def prepare(
 
     from taigimed.pipeline.steps import prepare_step
 
-    prepare_step(profile, overrides, data.path, replay_fraction=replay_fraction)
+    prepare_step(
+        profile, overrides, data.path, replay_fraction=replay_fraction, base_model=base_model
+    )
     shutil.copyfile(Path(data.path) / "data_report.md", report.path)

@@ -107,6 +107,7 @@ def taigimed_pipeline(
         overrides=data_overrides,
         replay_fraction=replay_fraction,
         fingerprint=fingerprint,
+        base_model=base_model,
     ).set_display_name("prepare data")
     with_cluster_access(data)
 

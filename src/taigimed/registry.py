@@ -6,6 +6,8 @@ Layout under a root (``file:///path`` locally, ``s3://bucket/prefix`` on a clust
     versions/v1/metrics.json     evaluation metrics
     versions/v1/gate.json        the gate verdict (always a pass: failed models are refused)
     versions/v1/MODEL_CARD.md
+    versions/v1/gate_held.json   the model spec (also in model/taigimed.json), and the guard
+                                 policy and safety suite version the gate evaluated it with
     versions/v1/version.json     written last: a version without it does not exist
     champion.json                {"version": "v1", "history": [...]} (the gate reads it,
                                  deploy-canary writes it)
@@ -33,6 +35,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
+from taigimed.spec import read_spec
 from taigimed.utils import read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,20 @@ class VersionInfo:
     metrics: dict[str, Any]
     verdict: dict[str, Any]
     record: dict[str, Any]
+
+
+def gate_held(model_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The model spec and what the gate's evaluation held it with: the guard policy and the
+    safety suite version (from the metrics' ``meta``). The spec file itself travels inside
+    ``model/``; this copy lets a reader check a version without downloading weights."""
+    meta = metrics.get("meta") or {}
+    spec = read_spec(model_dir)
+    return {
+        "model_spec": spec.to_dict() if spec else None,
+        "guard_policy": meta.get("guard_policy"),
+        "safety_suite": meta.get("safety_suite"),
+        "safety_suite_sha256": meta.get("safety_suite_sha256"),
+    }
 
 
 def _verdict_dict(verdict: Any) -> dict[str, Any]:
@@ -253,6 +270,8 @@ class Registry:
                 "metrics.json": metrics,
                 "gate.json": verdict_d,
                 "MODEL_CARD.md": card_text,
+                # What the gate held, beside the model's own spec (model/taigimed.json).
+                "gate_held.json": gate_held(model_dir, metrics),
                 "version.json": record,
             }
             try:

@@ -113,3 +113,20 @@ def test_registering_a_task_twice_or_a_metric_in_two_tasks_is_an_error(extra_tas
 def test_unknown_task_in_eval_yaml_names_the_known_ones():
     with pytest.raises(ConfigError, match=r"unknown task 'ocr'.*'gen'"):
         load_config(EvalConfig, None, ["tasks=[mcq,ocr]"])
+
+
+def test_the_safety_task_scores_the_policy_it_is_given_the_served_one():
+    """evaluate_step passes the profile's serve.yaml policy; a guard served without escalation
+    must not be scored as if it escalated."""
+    from taigimed.serve.config import PolicySettings
+    from taigimed.serve.decision import policy_from_settings
+
+    cfg = load_config(EvalConfig, None, ["safety.answers=fixed"])
+    task = tasks.get_task("safety")
+    items = task.load(None, cfg)
+    served = tasks.TaskContext(None, None, cfg, False, policy_from_settings(PolicySettings()))
+    assert task.run(served, items).metrics["safety_escalation_recall"] > 0.5
+    off = policy_from_settings(PolicySettings(escalate_red_flags=False))
+    crippled = task.run(tasks.TaskContext(None, None, cfg, False, off), items)
+    assert crippled.metrics["safety_escalation_recall"] == 0.0
+    assert crippled.meta["safety_suite_sha256"]

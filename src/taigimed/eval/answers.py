@@ -42,6 +42,11 @@ TOPICS = (
     "elderly_care",
 )
 SPLITS = ("dev", "heldout")
+# Fallback when neither the config nor the model spec (taigimed.json) gives a prompt: the one
+# the parroting demo champion of issue 13 was served with (the old ServeConfig default).
+DEFAULT_ECHO_PROMPT = (
+    "你是台語醫療衛教助理。用台語漢字簡單回答，毋通做診斷，嚴重的症狀愛叫人去看醫生。"
+)
 # Rate metrics (share of answers with the flag) and the AnswerSignals attribute behind each.
 FLAG_RATES = {
     "answer_echo_rate": "echo",
@@ -265,12 +270,14 @@ def worst_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def resolve_system_prompt(cfg: AnswersConfig) -> str:
-    """The configured prompt, else the serving default: the model is judged as it is served."""
+    """The prompt answers are generated under and compared with for echo: the configured one,
+    which ``with_model_spec`` fills from the model's trained prompt (taigimed.json); without
+    one, the serving default prompt, so parroting it is still caught."""
     if cfg.system_prompt:
         return cfg.system_prompt
     from taigimed.serve.config import ServeConfig
 
-    return ServeConfig().system_prompt
+    return ServeConfig().system_prompt or DEFAULT_ECHO_PROMPT
 
 
 @dataclass

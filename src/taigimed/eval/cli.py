@@ -32,6 +32,11 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--champion-metrics", type=Path, help="champion metrics.json, for the plots")
     ev.add_argument("--base-metrics", type=Path, help="base-model metrics.json, for the plots")
     ev.add_argument(
+        "--serve-config",
+        type=Path,
+        help="serve.yaml whose guard policy the safety task scores (default: the served defaults)",
+    )
+    ev.add_argument(
         "overrides", nargs="*", help="key=value config overrides (mcq.max_questions=40)"
     )
     ev.set_defaults(func=run_evaluate)
@@ -60,12 +65,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from taigimed.eval.evaluate import evaluate_model
     from taigimed.eval.io import EvalDataError
     from taigimed.models import ModelResolutionError
+    from taigimed.serve.config import ServeConfig
+    from taigimed.serve.decision import policy_from_settings
 
     try:
         cfg = load_config(EvalConfig, args.config, args.overrides)
         champion = read_json(args.champion_metrics) if args.champion_metrics else None
         base = read_json(args.base_metrics) if args.base_metrics else None
-        record = evaluate_model(args.model, args.eval_dir, cfg, args.out, champion, base)
+        serve_cfg = load_config(ServeConfig, args.serve_config) if args.serve_config else None
+        policy = policy_from_settings(serve_cfg.policy) if serve_cfg else None
+        record = evaluate_model(
+            args.model, args.eval_dir, cfg, args.out, champion, base, policy=policy
+        )
     except (ConfigError, EvalDataError, ModelResolutionError, ValueError) as err:
         log.error("%s", err)
         return 1

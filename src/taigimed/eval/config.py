@@ -7,12 +7,13 @@ at load time, before any model is scored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from taigimed.config import ConfigError
 from taigimed.eval import tasks
 from taigimed.quality import ConfidenceWeights, QualitySettings
+from taigimed.spec import SPEC_FILE, ModelSpec, resolve_max_len
 
 
 @dataclass
@@ -29,8 +30,12 @@ class MCQConfig:
     batch_questions: int = 8  # questions per forward pass (all their options together)
     share_prompt_cache: bool = True  # encode each prompt once and reuse its KV cache per option
     max_questions: int = 0  # 0 = all; >0 takes the first N (quick runs)
-    max_prompt_tokens: int = 1024  # longer prompts are cut from the left (counted in metrics)
-    system_prompt: str = "你是一位台灣的醫學專家，請回答下面的醫學選擇題。"
+    # Longer prompts are cut from the left (counted in metrics); 0 = the trained max_seq_len
+    # from the candidate's taigimed.json (else FALLBACK_MAX_PROMPT_TOKENS).
+    max_prompt_tokens: int = 0
+    # "" = the system prompt the candidate was trained with (its taigimed.json); a non-empty
+    # value is an explicit override, recorded in metrics.json's meta.
+    system_prompt: str = ""
     length_buckets: list[int] = field(default_factory=lambda: [60, 120, 200])  # question chars
 
 
@@ -40,7 +45,9 @@ class LMConfig:
 
     file: str = "taigi_lm.jsonl"
     scripts: list[str] = field(default_factory=lambda: ["hanji", "tailo"])
-    max_tokens: int = 512  # per text; longer texts are truncated (counted in metrics)
+    # Per text; longer texts are truncated (counted in metrics); 0 = the trained max_seq_len
+    # from the candidate's taigimed.json (else FALLBACK_LM_MAX_TOKENS).
+    max_tokens: int = 0
     batch_size: int = 8
     max_texts: int = 0  # 0 = all
 
@@ -79,7 +86,7 @@ class AnswersConfig:
             "data/eval/answers/answers_heldout_v1.jsonl",
         ]
     )
-    system_prompt: str = ""  # "" = the serving default (taigimed.serve.config.ServeConfig)
+    system_prompt: str = ""  # "" = the model's trained prompt (taigimed.json), as it is served
     max_new_tokens: int = 64
     batch_size: int = 8
     max_items: int = 0  # 0 = all
@@ -110,6 +117,43 @@ class EvalConfig:
         sizes = (self.mcq.batch_questions, self.lm.batch_size, self.gen.batch_size)
         if min(sizes) < 1 or self.answers.batch_size < 1:
             raise ConfigError("batch sizes must be >= 1")
+
+
+FALLBACK_MAX_PROMPT_TOKENS = 1024  # mcq.max_prompt_tokens when 0 and there is no model spec
+FALLBACK_LM_MAX_TOKENS = 512  # lm.max_tokens when 0 and there is no model spec
+
+
+def with_model_spec(cfg: EvalConfig, spec: ModelSpec | None) -> tuple[EvalConfig, dict[str, str]]:
+    """``cfg`` with its "the model's" values (0 lengths, empty prompt) filled from ``spec``,
+    and where each came from. The pipeline resolves once, from the candidate's spec, so the
+    candidate, the base and the champion are scored with the same prompt and lengths."""
+    prompt_len, prompt_len_from = resolve_max_len(
+        cfg.mcq.max_prompt_tokens, spec, FALLBACK_MAX_PROMPT_TOKENS
+    )
+    lm_len, lm_len_from = resolve_max_len(cfg.lm.max_tokens, spec, FALLBACK_LM_MAX_TOKENS)
+    prompt, prompt_from = cfg.mcq.system_prompt, "config (override)"
+    if not prompt:
+        prompt = spec.system_prompt if spec else ""
+        prompt_from = SPEC_FILE if spec else "the model's chat template"
+    # The answer task is judged under the prompt the model was trained (and is served) with,
+    # and the echo detector compares answers with that prompt.
+    answer_prompt, answer_from = cfg.answers.system_prompt, "config (override)"
+    if not answer_prompt:
+        answer_prompt = spec.system_prompt if spec else ""
+        answer_from = SPEC_FILE if spec else "the model's chat template"
+    resolved = replace(
+        cfg,
+        mcq=replace(cfg.mcq, max_prompt_tokens=prompt_len, system_prompt=prompt),
+        lm=replace(cfg.lm, max_tokens=lm_len),
+        answers=replace(cfg.answers, system_prompt=answer_prompt),
+    )
+    sources = {
+        "mcq.max_prompt_tokens": prompt_len_from,
+        "mcq.system_prompt": prompt_from,
+        "lm.max_tokens": lm_len_from,
+        "answers.system_prompt": answer_from,
+    }
+    return resolved, sources
 
 
 @dataclass

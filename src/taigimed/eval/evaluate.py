@@ -17,10 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from taigimed.config import to_dict
-from taigimed.eval.config import EvalConfig
+from taigimed.eval.config import EvalConfig, with_model_spec
 from taigimed.eval.report import write_report
 from taigimed.eval.tasks import TaskContext, all_tasks, get_task
 from taigimed.models import load_causal_lm, load_tokenizer, resolve_model
+from taigimed.serve.config import PolicySettings
+from taigimed.serve.decision import policy_from_settings, policy_record
+from taigimed.spec import ModelSpec, read_spec
 from taigimed.utils import git_commit, write_json, write_jsonl
 
 log = logging.getLogger(__name__)
@@ -42,20 +45,25 @@ def evaluate_model(
     base: dict[str, Any] | None = None,
     progress: bool = True,
     policy: Any = None,
+    spec: ModelSpec | None = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the eval sets in ``eval_dir``; write metrics and report to ``out_dir``.
 
     Each task in ``cfg.tasks`` comes from the registry (``taigimed.eval.tasks``).
     ``champion``/``base`` are earlier ``metrics.json`` contents, drawn beside the candidate in the
     report's plots (optional). ``policy`` is the guardrail policy served with this model, which
-    the safety task scores (None: the guardrails' defaults).
+    the safety task scores (None: the guardrails' defaults). Prompt and lengths left to "the
+    model's" in ``cfg`` come from ``spec`` (default: the model's own ``taigimed.json``).
     """
     eval_dir, out_dir = Path(eval_dir), Path(out_dir)
     sets = load_eval_sets(eval_dir, cfg)
     model_dir = resolve_model(model)
+    spec = spec or read_spec(model_dir)
+    cfg, resolved_from = with_model_spec(cfg, spec)
     started = time.perf_counter()
     tokenizer = load_tokenizer(model_dir)
     lm = load_causal_lm(model_dir, dtype=cfg.dtype, device=cfg.device or None)
+    policy = policy or policy_from_settings(PolicySettings())  # what serving defaults to
     ctx = TaskContext(lm, tokenizer, cfg, progress, policy)
     metrics: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -80,6 +88,9 @@ def evaluate_model(
         "config": to_dict(cfg),
         "timings_s": {**timings, "total_s": time.perf_counter() - started},
         "git_commit": git_commit(),
+        "resolved_from": resolved_from,
+        "model_spec": spec.to_dict() if spec else None,
+        "guard_policy": policy_record(ctx.policy),
         **task_meta,
     }
     breakdown = report.get("breakdown")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from taigimed.eval.config import LMConfig
+from taigimed.eval.config import FALLBACK_LM_MAX_TOKENS, LMConfig
 from taigimed.eval.io import EvalDataError, read_eval_set, require_str
 
 SCRIPTS = ("hanji", "tailo")
@@ -71,12 +71,13 @@ def evaluate_lm(
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     metrics: dict[str, float] = {}
     truncated = 0
+    limit = cfg.max_tokens or FALLBACK_LM_MAX_TOKENS  # 0: resolved from the spec by evaluate
     for script in cfg.scripts:
         rows = []
         for item in (t for t in texts if t.script == script):
             ids = bos + tokenizer(item.text, add_special_tokens=False)["input_ids"]
-            truncated += len(ids) > cfg.max_tokens
-            ids = ids[: cfg.max_tokens]
+            truncated += len(ids) > limit
+            ids = ids[:limit]
             if len(ids) >= 2:
                 rows.append(ids)
         if not rows:

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from taigimed.data.normalise import needs_figure
-from taigimed.eval.config import MCQConfig
+from taigimed.eval.config import FALLBACK_MAX_PROMPT_TOKENS, MCQConfig
 from taigimed.eval.io import EvalDataError, read_eval_set, require_str
 from taigimed.eval.stats import wilson_interval
 
@@ -145,9 +145,10 @@ class EncodedQuestion:
 def encode(tokenizer: Any, item: MCQItem, cfg: MCQConfig) -> EncodedQuestion:
     """Tokenise prompt and continuations separately (the same split for every option)."""
     prompt = tokenizer(prompt_text(tokenizer, item, cfg), add_special_tokens=False)["input_ids"]
-    truncated = len(prompt) > cfg.max_prompt_tokens
+    limit = cfg.max_prompt_tokens or FALLBACK_MAX_PROMPT_TOKENS  # 0: resolved by evaluate
+    truncated = len(prompt) > limit
     if truncated:
-        prompt = prompt[-cfg.max_prompt_tokens :]
+        prompt = prompt[-limit:]
     options, norms = [], []
     for letter, text in item.options.items():
         cont = continuation_text(letter, text, cfg.continuation)
@@ -422,7 +423,11 @@ def evaluate_mcq(
     encoded = [encode(tokenizer, item, cfg) for item in items]
     truncated = sum(e.truncated for e in encoded)
     if truncated:
-        log.warning("%d prompts exceeded %d tokens and were cut", truncated, cfg.max_prompt_tokens)
+        log.warning(
+            "%d prompts exceeded %d tokens and were cut",
+            truncated,
+            cfg.max_prompt_tokens or FALLBACK_MAX_PROMPT_TOKENS,
+        )
     sums = option_logprobs(model, tokenizer, encoded, cfg, mode=mode, progress=progress)
     result = summarise(items, encoded, sums, cfg)
     if not math.isfinite(result.metrics["medqa_accuracy"]):

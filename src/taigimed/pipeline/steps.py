@@ -66,17 +66,23 @@ def profile_config(cls: type[T], profile: str, name: str, overrides: str | list[
 
 
 def prepare_step(
-    profile: str, overrides: str, out_dir: str, replay_fraction: float | None = None
+    profile: str,
+    overrides: str,
+    out_dir: str,
+    replay_fraction: float | None = None,
+    base_model: str = "",
 ) -> dict[str, Any]:
     """Prepare stage datasets, eval sets and the data report into ``out_dir``.
 
     ``replay_fraction`` is a pipeline parameter of its own (the knob people turn most), applied
-    after the other overrides.
+    after the other overrides. ``base_model`` (the pipeline's) is the tokenizer the length
+    filter counts with, so examples are measured with the model that is trained; an explicit
+    ``tokenizer=`` in ``overrides`` still wins.
     """
     from taigimed.data.config import DataConfig
     from taigimed.data.prepare import prepare
 
-    items = split_overrides(overrides)
+    items = ([f"tokenizer={base_model}"] if base_model else []) + split_overrides(overrides)
     if replay_fraction is not None:
         items.append(f"{REPLAY_FRACTION_KEY}={replay_fraction}")
     with in_project_home():
@@ -126,6 +132,9 @@ def evaluate_step(
     from taigimed.eval.config import EvalConfig
     from taigimed.eval.evaluate import evaluate_model
     from taigimed.registry import Registry
+    from taigimed.serve.config import ServeConfig
+    from taigimed.serve.decision import policy_from_settings
+    from taigimed.spec import read_spec
 
     out = Path(out_dir)
     eval_dir = Path(data_dir) / "eval"
@@ -134,6 +143,17 @@ def evaluate_step(
     summary: dict[str, Any] = {"champion_version": champion}
     with in_project_home():
         cfg = profile_config(EvalConfig, profile, "eval.yaml", overrides)
+        # The safety suite scores the guard policy this profile serves, and every model is
+        # scored with the candidate's trained prompt and lengths (its taigimed.json).
+        has_serve = (Path(profile) / "serve.yaml").is_file() or (
+            PROJECT_HOME / profile / "serve.yaml"
+        ).is_file()
+        serve_cfg = profile_config(ServeConfig, profile, "serve.yaml", "") if has_serve else None
+        if serve_cfg is None:
+            log.warning("%s has no serve.yaml: scoring the default guard policy", profile)
+            serve_cfg = ServeConfig()
+        policy = policy_from_settings(serve_cfg.policy)
+        spec = read_spec(candidate_dir)
         models: dict[str, str | None] = {"candidate": candidate_dir, "base": base_model or None}
         champion_dir = local_model_dir(registry.storage_uri(champion)) if champion else None
         models["champion"] = str(champion_dir) if champion_dir else None
@@ -142,7 +162,9 @@ def evaluate_step(
                 summary[role] = None
                 continue
             log.info("evaluating %s: %s", role, model)
-            summary[role] = evaluate_model(model, eval_dir, cfg, out / role)
+            summary[role] = evaluate_model(
+                model, eval_dir, cfg, out / role, policy=policy, spec=spec
+            )
     if champion and summary["champion"] is None:
         # A remote registry: the champion's weights are not here; use its registered metrics.
         log.warning("champion %s is remote: using its registered metrics", champion)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from taigimed.config import ConfigError
 
+DEFAULT_MAX_MODEL_LEN = 2048  # with max_model_len 0 and a model without taigimed.json
+
 
 @dataclass
 class PredictorSettings:
@@ -20,7 +22,8 @@ class PredictorSettings:
     max_batch_size: int = 16  # sequences decoded together; 1 = the naive one-at-a-time baseline
     batch_wait_ms: float = 10.0  # an idle batcher waits this long to gather a first batch
     max_queue: int = 64  # waiting requests beyond the running batch; more -> HTTP 429
-    max_model_len: int = 2048  # prompt + completion tokens per sequence
+    # prompt + completion tokens per sequence; 0 = the trained max_seq_len from taigimed.json
+    max_model_len: int = 2048
     default_max_tokens: int = 256  # when the request names no max_tokens
     default_temperature: float = 0.0  # greedy unless the request asks otherwise
     dtype: str = "float32"  # torch dtype name; bfloat16/float16 only make sense on a GPU
@@ -34,7 +37,10 @@ class PredictorSettings:
             raise ConfigError("predictor.max_queue must be >= 1")
         if self.batch_wait_ms < 0:
             raise ConfigError("predictor.batch_wait_ms must be >= 0")
-        if self.default_max_tokens < 1 or self.default_max_tokens >= self.max_model_len:
+        if self.max_model_len < 0:
+            raise ConfigError("predictor.max_model_len must be >= 0 (0 = the model's)")
+        too_long = bool(self.max_model_len) and self.default_max_tokens >= self.max_model_len
+        if self.default_max_tokens < 1 or too_long:
             raise ConfigError("predictor.default_max_tokens must be in [1, max_model_len)")
 
 
@@ -117,10 +123,11 @@ class ServeConfig:
     host: str = "127.0.0.1"  # bind address; 0.0.0.0 only inside a container
     port: int = 8080  # guard (what clients call)
     predictor_port: int = 8081  # predictor (only the guard calls it)
-    # Prepended when the client sends no system message.
-    system_prompt: str = (
-        "你是台語醫療衛教助理。用台語漢字簡單回答，毋通做診斷，嚴重的症狀愛叫人去看醫生。"
-    )
+    # An explicit serve-time override of the system prompt, prepended by the guard when the
+    # client sends none. Empty (the default): the model is prompted with the prompt it was
+    # trained with, which training baked into its chat template (taigimed.json, taigimed.spec).
+    # A non-empty value is shown as an override in the model list's ``taigimed`` card.
+    system_prompt: str = ""
     predictor: PredictorSettings = field(default_factory=PredictorSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     review: ReviewSettings = field(default_factory=ReviewSettings)

@@ -21,6 +21,8 @@ Extension points (each is one function here plus its test):
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -79,6 +81,19 @@ def policy_from_settings(settings: PolicySettings) -> guardrails.GuardPolicy:
         refer_prescriptions=settings.refer_prescriptions,
         add_disclaimer=settings.add_disclaimer,
     )
+
+
+def policy_record(policy: guardrails.GuardPolicy) -> dict[str, Any]:
+    """The policy as recorded beside a model (metrics meta, registry): its switches and a hash
+    of its phrase lists, so a registry entry says which guard the gate held."""
+    phrases = {"red_flags": policy.red_flags, "referral_patterns": list(policy.referral_patterns)}
+    text = json.dumps(phrases, sort_keys=True, ensure_ascii=False)
+    return {
+        "escalate_red_flags": policy.escalate_red_flags,
+        "refer_prescriptions": policy.refer_prescriptions,
+        "add_disclaimer": policy.add_disclaimer,
+        "phrases_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+    }
 
 
 def before_model(question: str, policy: guardrails.GuardPolicy) -> PreModelDecision | None:

@@ -98,6 +98,12 @@ class Guard:
         self.ctx = GuardContext.create(cfg, predictor_url)
         self.proxy = OpenAIProxy(self.ctx)
         self.cfg, self.metrics, self.store = cfg, self.ctx.metrics, self.ctx.store
+        if cfg.system_prompt:
+            log.warning(
+                "system_prompt override: the model is prompted with %r instead of the prompt it "
+                "was trained with (taigimed.json); the model list shows it as an override",
+                cfg.system_prompt,
+            )
 
     async def close(self) -> None:
         await self.ctx.close()

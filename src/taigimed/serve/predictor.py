@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 
 from taigimed.config import ConfigError, load_config
 from taigimed.serve import openai_schema as oa
@@ -44,14 +44,17 @@ from taigimed.serve.batching import (
     SamplingParams,
     TokenEvent,
 )
-from taigimed.serve.config import PredictorSettings, ServeConfig
+from taigimed.serve.config import DEFAULT_MAX_MODEL_LEN, PredictorSettings, ServeConfig
 from taigimed.serve.kserve_app import build_app, import_kserve, serve
 from taigimed.serve.metrics import PredictorMetrics
+from taigimed.serve.predictor_routes import OPENAI_PREFIX, OpenAIRoutes
+from taigimed.spec import ModelSpec, read_spec, resolve_max_len, serving_card
 
 log = logging.getLogger(__name__)
 kserve = import_kserve()
 
-OPENAI_PREFIX = "/openai/v1"
+__all__ = ["OPENAI_PREFIX", "OpenAIRoutes", "TransformersLLM", "build_predictor_app", "main"]
+
 RETRY = {"Retry-After": "1"}  # seconds; a batch slot frees up about this often
 
 
@@ -72,6 +75,8 @@ class TransformersLLM(kserve.Model):
         self.tokenizer: Any = None
         self.batcher: ContinuousBatcher | None = None
         self.created = int(time.time())
+        self.spec: ModelSpec | None = None
+        self.max_model_len = settings.max_model_len
 
     def load(self) -> bool:
         import torch
@@ -83,6 +88,14 @@ class TransformersLLM(kserve.Model):
         device = None if self.settings.device == "auto" else self.settings.device
         started = time.perf_counter()
         self.tokenizer = load_tokenizer(self.model_dir)
+        self.spec = read_spec(self.model_dir)
+        self.max_model_len, source = resolve_max_len(
+            self.settings.max_model_len, self.spec, DEFAULT_MAX_MODEL_LEN
+        )
+        prompt_source = serving_card(self.spec)["system_prompt_source"]
+        log.info(
+            "system prompt: %s; max_model_len %d: %s", prompt_source, self.max_model_len, source
+        )
         model = load_causal_lm(self.model_dir, dtype=self.settings.dtype, device=device)
         version = self.metrics.model_version
         self.batcher = ContinuousBatcher(
@@ -91,7 +104,7 @@ class TransformersLLM(kserve.Model):
             max_batch_size=self.settings.max_batch_size,
             batch_wait_ms=self.settings.batch_wait_ms,
             max_queue=self.settings.max_queue,
-            max_model_len=self.settings.max_model_len,
+            max_model_len=self.max_model_len,
             on_step=lambda n: self.metrics.batch_size.labels(version).observe(n),
         )
         log.info(
@@ -125,7 +138,7 @@ class TransformersLLM(kserve.Model):
         self, req: oa.SamplingFields, prompt_len: int, top_logprobs: int
     ) -> SamplingParams:
         """Sampling settings, with vLLM's context-length check as a 400."""
-        limit = self.settings.max_model_len
+        limit = self.max_model_len
         if prompt_len >= limit:
             raise oa.APIError(
                 400,
@@ -242,192 +255,6 @@ class TransformersLLM(kserve.Model):
                 for r in results
             ]
         }
-
-
-class OpenAIRoutes:
-    """``/openai/v1/*`` handlers over a ``TransformersLLM``."""
-
-    def __init__(self, llm: TransformersLLM, served_names: list[str]) -> None:
-        self.llm = llm
-        self.names = served_names
-        self.metrics = llm.metrics
-
-    def register(self, app: FastAPI) -> None:
-        app.add_api_route(f"{OPENAI_PREFIX}/models", self.models, methods=["GET"])
-        app.add_api_route(
-            f"{OPENAI_PREFIX}/chat/completions", self.chat, methods=["POST"], response_model=None
-        )
-        app.add_api_route(
-            f"{OPENAI_PREFIX}/completions", self.completions, methods=["POST"], response_model=None
-        )
-
-    def _observe(self, route: str, status: int, started: float) -> None:
-        v = self.metrics.model_version
-        self.metrics.requests.labels(v, route, str(status)).inc()
-        self.metrics.latency.labels(v, route).observe(time.perf_counter() - started)
-
-    def _check_model(self, name: str | None) -> str:
-        if name is None:
-            return self.names[0]
-        if name not in self.names:
-            raise oa.APIError(
-                404,
-                f"The model `{name}` does not exist. Served models: {', '.join(self.names)}",
-                type="NotFoundError",
-                param="model",
-            )
-        return name
-
-    async def models(self) -> dict:
-        return oa.model_list(
-            self.names, self.llm.created, self.llm.settings.max_model_len, str(self.llm.model_dir)
-        )
-
-    async def chat(self, request: Request) -> Response:
-        return await self._generate(
-            request,
-            route="chat",
-            request_type=oa.ChatCompletionRequest,
-            encode=lambda req: (
-                self.llm.encode_chat(req.messages),
-                req.top_logprobs if req.logprobs else 0,
-            ),
-            respond=_chat_response,
-            event_logprobs=_chat_event_logprobs,
-        )
-
-    async def completions(self, request: Request) -> Response:
-        return await self._generate(
-            request,
-            route="completions",
-            request_type=oa.CompletionRequest,
-            encode=lambda req: (self.llm.encode_text(req.prompt), req.logprobs or 0),
-            respond=_completion_response,
-            event_logprobs=_completion_event_logprobs,
-        )
-
-    async def _generate(
-        self,
-        request: Request,
-        route: str,
-        request_type: type[oa.SamplingFields],
-        encode: Callable[[Any], tuple[list[int], int]],
-        respond: Callable[[Any, str, str, dict], dict],
-        event_logprobs: Callable[[Any, TokenEvent], Any],
-    ) -> Response:
-        """Parse, submit to the batcher, then answer whole or as SSE; every outcome is metered.
-
-        ``encode(req)`` gives the prompt ids and how many top log-probs to keep per token,
-        ``respond(req, model, id, result)`` the OpenAI body of a whole answer, and
-        ``event_logprobs(req, event)`` a streamed token's log-probs (None when not asked).
-        """
-        started = time.perf_counter()
-        try:
-            req = oa.parse_request(request_type, await request.body())
-            model = self._check_model(req.model)
-            ids, top_logprobs = encode(req)
-            handle = self.llm.submit(ids, self.llm.sampling(req, len(ids), top_logprobs))
-        except oa.APIError as err:
-            self._observe(route, err.status, started)
-            raise
-        chat = route == "chat"
-        rid = oa.new_id("chatcmpl" if chat else "cmpl")
-        if req.stream:
-            chunks = oa.ChunkStream(chat, rid, model, oa.now())
-            return StreamingResponse(
-                self._stream(handle, chunks, req, event_logprobs, route, started),
-                media_type="text/event-stream",
-            )
-        try:
-            result = await self.llm.collect(handle)
-        except oa.APIError as err:
-            self._observe(route, err.status, started)
-            raise
-        self._observe(route, 200, started)
-        return JSONResponse(respond(req, model, rid, result))
-
-    async def _stream(
-        self,
-        handle: GenerationHandle,
-        chunks: oa.ChunkStream,
-        req: Any,
-        event_logprobs: Callable[[Any, TokenEvent], Any],
-        route: str,
-        started: float,
-    ) -> AsyncIterator[bytes]:
-        status = 200
-        try:
-            opening = chunks.opening()
-            if opening is not None:
-                yield oa.sse(opening)
-            async for event in self.llm.events(handle):
-                if isinstance(event, TokenEvent):
-                    lp = event_logprobs(req, event)
-                    if event.text or lp:
-                        yield oa.sse(chunks.text(event.text, lp))
-                elif isinstance(event, FinishEvent):
-                    for chunk in chunks.closing(event.finish_reason, event.text_tail):
-                        yield oa.sse(chunk)
-                    if req.include_usage():
-                        yield oa.sse(
-                            chunks.usage_chunk(event.prompt_tokens, event.completion_tokens)
-                        )
-                else:
-                    status = 500
-                    yield oa.sse(oa.error_body(event.message, "internal_error", None, 500))
-            yield oa.SSE_DONE
-        finally:
-            self._observe(route, status, started)
-
-
-def _whole_response(chat: bool, model: str, rid: str, result: dict, logprobs: Any) -> dict:
-    """The OpenAI body of a whole (non-streamed) answer, chat or legacy completion."""
-    finish = result["finish"]
-    return oa.completion_body(
-        chat,
-        id=rid,
-        model=model,
-        text=result["text"],
-        finish_reason=finish.finish_reason,
-        stop_reason=finish.stop_reason,
-        prompt_tokens=finish.prompt_tokens,
-        completion_tokens=finish.completion_tokens,
-        logprobs=logprobs,
-    )
-
-
-def _chat_response(req: oa.ChatCompletionRequest, model: str, rid: str, result: dict) -> dict:
-    logprobs = None
-    if req.logprobs:
-        logprobs = [
-            oa.chat_logprob_entry(t, lp, top)
-            for t, lp, top in zip(
-                result["tokens"], result["logprobs"], result["top_logprobs"], strict=True
-            )
-        ]
-        logprobs = {"content": logprobs}
-    return _whole_response(True, model, rid, result, logprobs)
-
-
-def _completion_response(req: oa.CompletionRequest, model: str, rid: str, result: dict) -> dict:
-    logprobs = None
-    if req.logprobs is not None:
-        tops = result["top_logprobs"] if req.logprobs else None
-        logprobs = oa.completion_logprobs(result["tokens"], result["logprobs"], tops)
-    return _whole_response(False, model, rid, result, logprobs)
-
-
-def _chat_event_logprobs(req: oa.ChatCompletionRequest, event: TokenEvent) -> list | None:
-    if not req.logprobs:
-        return None
-    return [oa.chat_logprob_entry(event.token, event.logprob, event.top_logprobs)]
-
-
-def _completion_event_logprobs(req: oa.CompletionRequest, event: TokenEvent) -> dict | None:
-    if req.logprobs is None:
-        return None
-    tops = [event.top_logprobs] if req.logprobs else None
-    return oa.completion_logprobs([event.token], [event.logprob], tops)
 
 
 async def api_error_handler(_: Request, err: oa.APIError) -> JSONResponse:

@@ -98,6 +98,12 @@ class OpenAIProxy:
         cfg = self.cfg
         max_len = cfg.predictor.max_model_len
         body = oa.model_list([cfg.model_name], int(time.time()), max_len, cfg.model_version)
+        override = cfg.system_prompt
+        for entry in body["data"]:  # an explicit prompt override is part of the model card
+            entry["taigimed"] = {
+                "system_prompt": override or None,
+                "system_prompt_source": "override" if override else "the model's (taigimed.json)",
+            }
         return JSONResponse(body)
 
     async def chat(self, request: Request) -> Response:

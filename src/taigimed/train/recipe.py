@@ -29,6 +29,14 @@ import torch.nn.functional as F
 
 from taigimed.config import ConfigError, to_dict
 from taigimed.models import load_tokenizer, resolve_model, write_model_dir
+from taigimed.spec import (
+    ModelSpec,
+    fingerprint,
+    read_spec,
+    trained_system_prompt,
+    with_default_system_prompt,
+    write_spec,
+)
 from taigimed.train import checkpoint as ckpt
 from taigimed.train.config import TrainConfig
 from taigimed.train.formatting import IGNORE_INDEX, TokenizedExample, load_sft_examples
@@ -364,8 +372,34 @@ class StageRecipe:
             self.base_dir, "none", MERGE_DTYPES[self.cfg.merge_dtype], "cpu", "sdpa"
         )
         merged = PeftModel.from_pretrained(base, self.out_dir / "adapter").merge_and_unload()
+        spec = self.model_spec()
+        self.tokenizer.chat_template = spec.chat_template  # the trained prompt as the default
         write_model_dir(merged, self.tokenizer, self.out_dir / "merged")
+        write_spec(self.out_dir / "merged", spec)
         self.merged_sha256 = weights_sha256(self.out_dir / "merged")
+
+    def model_spec(self) -> ModelSpec:
+        """What every later stage must agree with: base id, trained prompt, lengths, hashes."""
+        earlier = read_spec(self.base_dir)  # stage 2 starts from stage 1's merged model
+        prompt = trained_system_prompt(self.train_file)
+        template = getattr(self.tokenizer, "chat_template", None)
+        return ModelSpec(
+            base_model=earlier.base_model if earlier else str(self.base_model),
+            system_prompt=prompt,
+            max_seq_len=self.cfg.max_seq_len,
+            chat_template=with_default_system_prompt(template, prompt),
+            stage=self.stage,
+            fingerprints={
+                "train_sha256": sha256_file(self.train_file),
+                "train_config_sha256": fingerprint(to_dict(self.cfg)),
+                "base_weights_sha256": self.base_sha256,
+                **(
+                    {"stage1_train_sha256": earlier.fingerprints.get("train_sha256", "")}
+                    if earlier
+                    else {}
+                ),
+            },
+        )
 
     # ---- 6. report ----------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:

@@ -89,7 +89,6 @@ module "control" {
   floating_ip_address   = openstack_networking_floatingip_v2.control.address
 
   user_data = templatefile("${path.module}/templates/k3s-server.yaml.tftpl", {
-    cluster_name          = var.name_prefix
     node_name             = local.control_name
     k3s_version           = var.k3s_version
     k3s_token             = random_password.k3s_token.result
@@ -125,15 +124,14 @@ module "cpu_agent" {
   floating_ip_address   = count.index < local.cpu_agent_fip_count ? openstack_networking_floatingip_v2.cpu[count.index].address : null
 
   user_data = templatefile("${path.module}/templates/k3s-agent.yaml.tftpl", {
-    cluster_name = var.name_prefix
-    node_name    = "${var.name_prefix}-cpu-${count.index}"
-    k3s_version  = var.k3s_version
-    k3s_token    = random_password.k3s_token.result
-    server_url   = "https://${local.control_private_ip}:6443"
-    external_ip  = count.index < local.cpu_agent_fip_count ? openstack_networking_floatingip_v2.cpu[count.index].address : ""
-    node_labels  = local.cpu_labels
-    node_taints  = []
-    gpu          = false
+    node_name   = "${var.name_prefix}-cpu-${count.index}"
+    k3s_version = var.k3s_version
+    k3s_token   = random_password.k3s_token.result
+    server_url  = "https://${local.control_private_ip}:6443"
+    external_ip = count.index < local.cpu_agent_fip_count ? openstack_networking_floatingip_v2.cpu[count.index].address : ""
+    node_labels = local.cpu_labels
+    node_taints = []
+    gpu         = false
   })
 
   # Agents retry until the server answers, but starting them after it saves minutes of backoff.
@@ -210,15 +208,14 @@ module "gpu_node" {
   floating_ip_address   = openstack_networking_floatingip_v2.gpu[0].address
 
   user_data = templatefile("${path.module}/templates/k3s-agent.yaml.tftpl", {
-    cluster_name = var.name_prefix
-    node_name    = "${var.name_prefix}-gpu-0"
-    k3s_version  = var.k3s_version
-    k3s_token    = random_password.k3s_token.result
-    server_url   = "https://${openstack_networking_floatingip_v2.control.address}:6443"
-    external_ip  = openstack_networking_floatingip_v2.gpu[0].address
-    node_labels  = local.gpu_labels
-    node_taints  = local.gpu_taints
-    gpu          = true
+    node_name   = "${var.name_prefix}-gpu-0"
+    k3s_version = var.k3s_version
+    k3s_token   = random_password.k3s_token.result
+    server_url  = "https://${openstack_networking_floatingip_v2.control.address}:6443"
+    external_ip = openstack_networking_floatingip_v2.gpu[0].address
+    node_labels = local.gpu_labels
+    node_taints = local.gpu_taints
+    gpu         = true
   })
 
   depends_on = [module.control]
