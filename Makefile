@@ -80,8 +80,8 @@ test: setup lint tf-check test-deps vllm-env ## lint, static Terraform checks an
 test-fast: setup ## the suite without the slow real runs
 	$(VENV)/bin/pytest -m "not slow" $(PYTEST_ARGS)
 
-demo: setup ## the whole pipeline locally, then the served model answers a question
-	$(PY) -m taigimed.demo --profile $(PROFILE)
+demo: setup ## the whole pipeline locally, then the served model answers a question (MEDQA=file: gate on 200 MedQA questions)
+	$(PY) -m taigimed.demo --profile $(PROFILE) $(if $(MEDQA),--medqa $(MEDQA))
 
 ui: setup ## serve the champion with answers waiting for review; prints the chat and desk URLs
 	$(VENV)/bin/taigimed ui-demo

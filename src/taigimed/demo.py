@@ -8,6 +8,10 @@
    sources (the retrieval index registered with the champion), the guard's status and
    confidence, the gate verdict and where the reports are. The demo fails if the printed
    answer is an echo of the prompt (``answer_check``).
+
+When the gate rejects the candidate, the demo says FAIL and why, prints the gate table, and
+serves the previous champion, or the base model when there is none, saying which: a rejected
+candidate never answers a person.
 """
 
 from __future__ import annotations
@@ -20,7 +24,9 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from taigimed.utils import REPO_ROOT, setup_logging
 
@@ -113,6 +119,79 @@ def serve_and_ask(model_dir: Path, version: str, question: str) -> int:
             server.wait(timeout=20)
 
 
+@dataclass
+class ServeChoice:
+    """What the demo serves after the gate, and the sentence that says why."""
+
+    model: str  # a model directory or a resolvable model name
+    version: str  # the label on every metric and answer
+    note: str
+
+
+def choose_served(
+    passed: bool, champion: str | None, champion_dir: Path | None, base_model: str
+) -> ServeChoice | None:
+    """The champion (the candidate when it passed: it is the champion then); after a FAIL the
+    previous champion, else the base model. None: the champion is in a remote registry."""
+    if champion is not None:
+        if champion_dir is None:
+            return None
+        if passed:
+            return ServeChoice(str(champion_dir), champion, f"serving the new champion {champion}")
+        return ServeChoice(
+            str(champion_dir),
+            champion,
+            f"the candidate was REJECTED: serving the previous champion {champion} instead",
+        )
+    return ServeChoice(
+        base_model,
+        "base",
+        f"the candidate was REJECTED and there is no champion yet: serving the base model "
+        f"{base_model} instead (not fine-tuned)",
+    )
+
+
+def base_model_of(profile: str, params: dict[str, str]) -> str:
+    """The base model of this run: the ``base_model`` parameter, else the profile's train.yaml."""
+    if params.get("base_model"):
+        return str(params["base_model"])
+    from taigimed.pipeline.steps import profile_config
+    from taigimed.train.config import TrainConfig
+
+    return profile_config(TrainConfig, profile, "train.yaml", []).base_model
+
+
+DEMO_MEDQA = "data/demo/medqa_demo.jsonl"
+MEDQA_GATE_SIZE = 200  # questions the MedQA gate needs before its interval means anything
+
+
+def medqa_overrides(user_file: Path | None, eval_size: int, existing: str = "") -> str:
+    """Data overrides that add the user's MedQA file to the demo's and hold out ``eval_size``
+    questions of the union (by the profile's seed: the same sample every run) for the gate."""
+    if user_file is None:
+        return existing
+    path = Path(user_file).resolve()
+    if not path.is_file():
+        raise SystemExit(f"--medqa {user_file}: file not found")
+    added = f"sources.medqa.paths=[{DEMO_MEDQA},{path}] medqa.eval_size={eval_size}"
+    return f"{existing} {added}".strip()
+
+
+def print_gate(result: Any) -> None:
+    """The verdict as the gate wrote it (reasons and the whole table), true either way."""
+    gate_md = result.outputs.get("gate")
+    verdict = "PASS" if result.passed else "FAIL"
+    print(f"\n== gate: {verdict}")
+    if gate_md is not None and Path(gate_md).is_file():
+        print(Path(gate_md).read_text(encoding="utf-8"))
+    if result.passed:
+        print(f"registered and deployed version {result.version}")
+    else:
+        print("the candidate was REJECTED (nothing registered or deployed), because:")
+        for reason in result.reasons:
+            print(f"  - {reason}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m taigimed.demo",
@@ -130,6 +209,14 @@ def main(argv: list[str] | None = None) -> int:
         metavar="NAME=VALUE",
         help="pipeline parameter as for `taigimed pipeline run`, e.g. base_model=tiny-random-llama",
     )
+    parser.add_argument(
+        "--medqa",
+        type=Path,
+        default=os.environ.get("MEDQA") or None,
+        help="a MedQA JSONL file (e.g. MedQA-Taiwan dev) added to the demo's 64 questions, so "
+        "the gate holds out --medqa-eval-size of them (env MEDQA; `make demo MEDQA=...`)",
+    )
+    parser.add_argument("--medqa-eval-size", type=int, default=MEDQA_GATE_SIZE)
     args = parser.parse_args(argv)
     setup_logging()
 
@@ -139,30 +226,38 @@ def main(argv: list[str] | None = None) -> int:
     from taigimed.registry import Registry
 
     started = time.monotonic()
+    params = parse_params(args.param)
+    params["data_overrides"] = medqa_overrides(
+        args.medqa, args.medqa_eval_size, str(params.get("data_overrides", ""))
+    )
+    if not params["data_overrides"]:
+        params.pop("data_overrides")
+    if args.medqa is None:
+        print(
+            f"== note: MedQA is gated on the 16 questions of {DEMO_MEDQA}; their 95% interval is "
+            f"about ±0.2 wide, too wide to tell two models apart. Give a MedQA file with "
+            f"`make demo MEDQA=path/to/dev.jsonl` to gate on {MEDQA_GATE_SIZE} questions."
+        )
     print("== 1/2 running the Kubeflow pipeline locally (kfp.local, subprocess runner)")
-    result = run_local(args.run_dir, args.profile, args.registry, parse_params(args.param))
+    result = run_local(args.run_dir, args.profile, args.registry, params)
     print(f"\n== pipeline finished in {result.seconds:.0f} s")
-    if result.passed:
-        print(f"gate: PASSED, registered and deployed version {result.version}")
-    else:
-        print("gate: REJECTED (nothing registered or deployed):")
-        for reason in result.reasons:
-            print(f"  - {reason}")
+    print_gate(result)
     for name, path in result.outputs.items():
         print(f"  {name:12s} {path}")
 
     registry = Registry(args.registry)
     champion = registry.champion()
-    if champion is None:
-        print("no champion in the registry: nothing to serve. Fix the reasons above and re-run.")
-        return 1
-    print(f"\n== 2/2 serving the champion ({champion})")
-    model_dir = local_model_dir(registry.storage_uri(champion))
-    if model_dir is None:
+    champion_dir = local_model_dir(registry.storage_uri(champion)) if champion else None
+    choice = choose_served(
+        result.passed, champion, champion_dir, base_model_of(args.profile, params)
+    )
+    if choice is None:
         print(f"champion {champion} lives in a remote registry; serve it on the cluster")
         return 1
-    code = serve_and_ask(model_dir, champion, args.question)
-    print(f"\n== demo finished in {time.monotonic() - started:.0f} s")
+    print(f"\n== 2/2 {choice.note}")
+    code = serve_and_ask(Path(choice.model), choice.version, args.question)
+    print(f"\n== gate: {'PASS' if result.passed else 'FAIL'}; {choice.note}")
+    print(f"== demo finished in {time.monotonic() - started:.0f} s")
     return code
 
 

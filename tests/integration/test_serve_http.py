@@ -248,7 +248,8 @@ def test_guard_chat_answer_has_disclaimer_session_and_confidence(guard):
     data = resp.json()
     tag = data["taigimed"]
     assert tag["status"] == "answered" and tag["model_version"] == VERSION
-    assert 0.0 < tag["confidence"] <= 1.0
+    # The tiny random model answers with blank lines: empty, so confidence 0 (taigimed.quality)
+    assert 0.0 <= tag["confidence"] <= 1.0
     assert has_disclaimer(data["choices"][0]["message"]["content"])
     assert data["usage"]["completion_tokens"] == 8
     session = httpx.get(f"{guard.url}/v1/sessions/{tag['session_id']}").json()

@@ -120,7 +120,10 @@ def test_gate_cli_exit_codes_and_outputs(tmp_path, repo_root):
     rules = load_config(GateConfig, config)
     healthy = {}
     for name, rule in rules.metrics.items():
-        healthy[name] = rule.min + 0.01 if rule.min is not None else (rule.max or 1.0) * 0.5
+        if rule.min is not None:
+            healthy[name] = rule.min + 0.01
+        else:  # half the ceiling (a ceiling of 0 means none at all)
+            healthy[name] = rule.max * 0.5 if rule.max is not None else 0.5
     cand = tmp_path / "candidate.json"
     cand.write_text(json.dumps(healthy))
     assert (

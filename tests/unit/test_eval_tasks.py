@@ -28,9 +28,9 @@ def extra_task(monkeypatch):
     return add
 
 
-def test_the_four_built_in_tasks_register_themselves_in_run_order():
+def test_the_built_in_tasks_register_themselves_in_run_order():
     registered = tasks.all_tasks()
-    assert list(registered) == ["mcq", "lm", "gen", "safety"]
+    assert list(registered) == ["mcq", "lm", "gen", "answers", "safety"]
     for name, task in registered.items():
         assert task.section == name and hasattr(EvalConfig(), task.section)
         assert task.metrics, f"{name} declares no metric"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import torch
 
 from taigimed.models import load_causal_lm, load_tokenizer
 from taigimed.serve.batching import (
@@ -129,3 +130,22 @@ def test_full_queue_raises_overloaded_and_cancel_frees_the_slot(lm):
 
     tokens, _, _, finish = asyncio.run(main())
     assert len(tokens) == 2 and finish.finish_reason == "length"
+
+
+def test_max_tokens_inside_a_multibyte_character_ends_at_the_last_whole_one(lm, monkeypatch):
+    """好 is two byte-level tokens here; stopping after the first half must not send U+FFFD."""
+    _, tokenizer = lm
+    halves = tokenizer.encode("好", add_special_tokens=False)
+    assert len(halves) == 2 and "\ufffd" in tokenizer.decode(halves[:1])
+    script = halves * 2 + halves[:1]  # 好好 + the first bytes of a third 好
+
+    def scripted(self, logits, rows):
+        return torch.tensor([script[len(r.generated)] for r in rows], device=logits.device)
+
+    monkeypatch.setattr(ContinuousBatcher, "_sample", scripted)
+    params = SamplingParams(max_tokens=len(script), ignore_eos=True)
+    ((tokens, text, _, finish),) = run(lm, [("Fever", params)], 2)
+    assert tokens == script and finish.finish_reason == "length"
+    # text = streamed deltas + the closing tail, which is also what the plain route joins
+    assert text == "好好"
+    assert "\ufffd" not in finish.text_tail

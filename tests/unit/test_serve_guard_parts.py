@@ -202,3 +202,29 @@ def test_the_per_chunk_hook_sees_every_live_piece(guard_client, monkeypatch):
     events = sse(resp)
     text = "".join(c["text"] for e in events for c in e["choices"])
     assert text.startswith("多飲水")
+
+
+SERVED_PROMPT = "你是台語醫療衛教助理。用台語漢字簡單回答，毋通做診斷，嚴重的症狀愛叫人去看醫生。"
+
+
+def test_a_parroted_or_looping_answer_is_low_confidence_and_held_however_sure_the_model_is():
+    """The demo model's real failure: its system prompt back, at mean log-prob -0.1 (0.90)."""
+    review = ReviewSettings(confidence_threshold=0.35, topics=[])
+    question = "我這兩工咧咳嗽，喉嚨嘛小可仔痛，愛按怎照顧家己？"
+    parrot = "我是台語醫療衛教助理，用台語漢字簡單回答，毋通做診斷，嚴重的症狀愛叫人去看醫生。"
+    sure = [-0.1] * 30
+    got = decision.after_model(question, parrot, sure, POLICY, review, SERVED_PROMPT)
+    assert got.held and got.confidence < 0.35
+    assert "degenerate:echo" in got.review_reasons
+    loop = decision.after_model(question, "你是台語醫療衛教助理！" * 5, sure, POLICY, review)
+    assert loop.held and "degenerate:repetition" in loop.review_reasons
+    real = "咳嗽、喉嚨痛會使加啉溫水、加歇睏，用溫鹽水漱喙。若是發燒無退，愛去看醫生。"
+    fine = decision.after_model(question, real, [-0.6] * 30, POLICY, review, SERVED_PROMPT)
+    assert not fine.held and fine.confidence > got.confidence
+
+
+def test_an_answer_cut_at_max_tokens_ends_at_the_last_whole_character():
+    review = ReviewSettings(confidence_threshold=0.0, topics=[])
+    cut = decision.after_model("頭殼痛", "加歇睏\ufffd", [-0.1], POLICY, review, "", "length")
+    assert "\ufffd" not in cut.client_text and cut.draft == "加歇睏"
+    assert not cut.review_reasons

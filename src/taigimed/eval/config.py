@@ -12,6 +12,7 @@ from typing import Literal
 
 from taigimed.config import ConfigError
 from taigimed.eval import tasks
+from taigimed.quality import ConfidenceWeights, QualitySettings
 from taigimed.spec import SPEC_FILE, ModelSpec, resolve_max_len
 from taigimed.triage.chain import TriageConfig
 
@@ -81,6 +82,27 @@ class SafetyConfig:
 
 
 @dataclass
+class AnswersConfig:
+    """Open health questions answered under the serving prompt (``taigimed.eval.answers``)."""
+
+    # Repo-relative or absolute; the dev split is what the gate holds, held-out is reported apart.
+    files: list[str] = field(
+        default_factory=lambda: [
+            "data/eval/answers/answers_dev_v1.jsonl",
+            "data/eval/answers/answers_heldout_v1.jsonl",
+        ]
+    )
+    system_prompt: str = ""  # "" = the model's trained prompt (taigimed.json), as it is served
+    max_new_tokens: int = 64
+    batch_size: int = 8
+    max_items: int = 0  # 0 = all
+    acceptable_chrf: float = 15.0  # chrF an answer needs (and no flag) to count as acceptable
+    samples_in_report: int = 12  # per split, worst first
+    quality: QualitySettings = field(default_factory=QualitySettings)
+    confidence: ConfidenceWeights = field(default_factory=ConfidenceWeights)
+
+
+@dataclass
 class EvalConfig:
     """Everything ``taigimed evaluate`` does; each part can be switched off."""
 
@@ -91,13 +113,15 @@ class EvalConfig:
     lm: LMConfig = field(default_factory=LMConfig)
     gen: GenConfig = field(default_factory=GenConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
+    answers: AnswersConfig = field(default_factory=AnswersConfig)
 
     def validate(self) -> None:
         known = set(tasks.all_tasks())
         unknown = sorted(set(self.tasks) - known)
         if unknown:
             raise ConfigError(f"tasks: unknown task {unknown[0]!r}; known: {sorted(known)}")
-        if self.mcq.batch_questions < 1 or self.lm.batch_size < 1 or self.gen.batch_size < 1:
+        sizes = (self.mcq.batch_questions, self.lm.batch_size, self.gen.batch_size)
+        if min(sizes) < 1 or self.answers.batch_size < 1:
             raise ConfigError("batch sizes must be >= 1")
 
 
@@ -117,15 +141,23 @@ def with_model_spec(cfg: EvalConfig, spec: ModelSpec | None) -> tuple[EvalConfig
     if not prompt:
         prompt = spec.system_prompt if spec else ""
         prompt_from = SPEC_FILE if spec else "the model's chat template"
+    # The answer task is judged under the prompt the model was trained (and is served) with,
+    # and the echo detector compares answers with that prompt.
+    answer_prompt, answer_from = cfg.answers.system_prompt, "config (override)"
+    if not answer_prompt:
+        answer_prompt = spec.system_prompt if spec else ""
+        answer_from = SPEC_FILE if spec else "the model's chat template"
     resolved = replace(
         cfg,
         mcq=replace(cfg.mcq, max_prompt_tokens=prompt_len, system_prompt=prompt),
         lm=replace(cfg.lm, max_tokens=lm_len),
+        answers=replace(cfg.answers, system_prompt=answer_prompt),
     )
     sources = {
         "mcq.max_prompt_tokens": prompt_len_from,
         "mcq.system_prompt": prompt_from,
         "lm.max_tokens": lm_len_from,
+        "answers.system_prompt": answer_from,
     }
     return resolved, sources
 
@@ -148,6 +180,12 @@ class MetricRule:
     vs_base: float | None = None
     relative: bool = False
     required: bool = True  # a missing metric fails the gate
+    # "mcnemar": a regression against champion/base is decided by the exact McNemar test on the
+    # per-item results both models have (``<metric>_items`` in metrics.json): FAIL when the
+    # candidate lost more disagreements than it won and p < alpha. The tolerance is then only
+    # the fallback for a reference without per-item results.
+    paired_test: Literal["none", "mcnemar"] = "none"
+    alpha: float = 0.05
 
 
 def rule_direction(name: str, rule: MetricRule) -> Literal["higher", "lower"]:
@@ -183,6 +221,8 @@ class GateConfig:
             rule_direction(name, rule)
             if rule.min is not None and rule.max is not None and rule.min > rule.max:
                 raise ConfigError(f"metrics.{name}: min {rule.min} is above max {rule.max}")
+            if not 0 < rule.alpha < 1:
+                raise ConfigError(f"metrics.{name}.alpha: must be between 0 and 1")
             for key in ("vs_champion", "vs_base"):
                 value = getattr(rule, key)
                 if value is not None and value < 0:

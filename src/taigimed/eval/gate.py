@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from taigimed.eval.config import GateConfig, MetricRule, rule_direction
+from taigimed.eval.stats import paired_test
 
 
 @dataclass
@@ -37,6 +38,9 @@ class GateRow:
     max: float | None
     passed: bool
     checks: list[str] = field(default_factory=list)
+    interval: tuple[float, float] | None = None  # 95% interval of the candidate's value
+    p_champion: float | None = None  # paired-test p-value against the champion
+    p_base: float | None = None
 
 
 @dataclass
@@ -66,14 +70,25 @@ class GateResult:
         lines += [f"- note: {n}" for n in self.notes]
         lines += [
             "",
-            "| metric | better | candidate | champion | base | min | max | result |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| metric | better | candidate | 95% interval | champion | p vs champion | base "
+            "| p vs base | min | max | result |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for row in self.table:
-            cells = [row.candidate, row.champion, row.base, row.min, row.max]
+            interval = "–" if row.interval is None else f"[{', '.join(map(_fmt, row.interval))}]"
+            cells = [
+                _fmt(row.candidate),
+                interval,
+                _fmt(row.champion),
+                _fmt(row.p_champion),
+                _fmt(row.base),
+                _fmt(row.p_base),
+                _fmt(row.min),
+                _fmt(row.max),
+            ]
             lines.append(
                 f"| {row.metric} | {row.direction} | "
-                + " | ".join(_fmt(v) for v in cells)
+                + " | ".join(cells)
                 + f" | {'ok' if row.passed else 'FAIL'} |"
             )
         return "\n".join(lines) + "\n"
@@ -91,6 +106,19 @@ def _number(metrics: dict[str, Any] | None, name: str) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
+
+
+def _items(metrics: dict[str, Any] | None, name: str) -> dict[str, bool] | None:
+    """Per-item results ``<name>_items`` ({item id: right?}) from a metrics dict, if any."""
+    value = (metrics or {}).get(f"{name}_items")
+    if not isinstance(value, dict) or not value:
+        return None
+    return {str(k): bool(v) for k, v in value.items()}
+
+
+def _interval(metrics: dict[str, Any], name: str) -> tuple[float, float] | None:
+    low, high = _number(metrics, f"{name}_ci_low"), _number(metrics, f"{name}_ci_high")
+    return None if low is None or high is None else (low, high)
 
 
 def _allowed(reference: float, tolerance: float, rule: MetricRule, direction: str) -> float:
@@ -116,6 +144,7 @@ def check_metric(
     value = _number(candidate, name)
     champ, base_value = _number(champion, name), _number(base, name)
     row = GateRow(name, direction, value, champ, base_value, rule.min, rule.max, True)
+    row.interval = _interval(candidate, name)
     reasons: list[str] = []
     if value is None:
         if rule.required:
@@ -127,12 +156,30 @@ def check_metric(
         reasons.append(f"{name}={value:.4g} is below the minimum {rule.min:g}")
     if rule.max is not None and value > rule.max:
         reasons.append(f"{name}={value:.4g} is above the maximum {rule.max:g}")
-    for label, reference, tolerance in (
-        (champion_label, champ, rule.vs_champion),
-        ("base", base_value, rule.vs_base),
+    for label, role, reference, tolerance, ref_metrics in (
+        (champion_label, "champion", champ, rule.vs_champion, champion),
+        ("base", "base", base_value, rule.vs_base, base),
     ):
         if tolerance is None or reference is None:
             continue
+        if rule.paired_test == "mcnemar":
+            mine, theirs = _items(candidate, name), _items(ref_metrics, name)
+            if mine and theirs and set(mine) & set(theirs):
+                test = paired_test(mine, theirs)
+                setattr(row, f"p_{role}", test.p_value)
+                row.checks.append(
+                    f"vs {label}: McNemar on {test.n} items, {test.candidate_only} won / "
+                    f"{test.reference_only} lost, p={test.p_value:.3g}"
+                )
+                if test.worse and test.p_value < rule.alpha:
+                    reasons.append(
+                        f"{name}={value:.4g} regressed vs {label} ({reference:.4g}): exact McNemar "
+                        f"on {test.n} paired items, candidate right on {test.candidate_only} the "
+                        f"{label} missed and wrong on {test.reference_only} it got, "
+                        f"p={test.p_value:.3g} < {rule.alpha:g}"
+                    )
+                continue
+            row.checks.append(f"vs {label}: no per-item results to pair; tolerance used")
         limit = _allowed(reference, tolerance, rule, direction)
         worse = value < limit if direction == "higher" else value > limit
         row.checks.append(f"vs {label}: limit {limit:.4g}")

@@ -34,11 +34,13 @@ from typing import Any
 from taigimed.data.normalise import needs_figure
 from taigimed.eval.config import FALLBACK_MAX_PROMPT_TOKENS, MCQConfig
 from taigimed.eval.io import EvalDataError, read_eval_set, require_str
+from taigimed.eval.stats import wilson_interval
 
 log = logging.getLogger(__name__)
 
 LETTERS = "ABCDEFGH"
 ANSWER_PREFIX = "答案："
+ITEMS_KEY = "medqa_accuracy_items"  # metrics.json: {question id: right?}, read by the gate
 _NUMBERED = re.compile(r"^\s*\d{1,3}\s*[.．、)]")
 
 
@@ -360,7 +362,7 @@ def _accuracy_groups(rows: list[dict[str, Any]], key: str) -> dict[str, dict[str
 class MCQResult:
     """Flat metrics, breakdowns, and one row per question (written to predictions.jsonl)."""
 
-    metrics: dict[str, float]
+    metrics: dict[str, Any]
     breakdown: dict[str, Any]
     rows: list[dict[str, Any]]
 
@@ -393,12 +395,18 @@ def summarise(
     for flag in ("figure", "chained", "numbered"):
         breakdown[flag] = _accuracy_groups([{**r, flag: r.get(flag, False)} for r in rows], flag)
     breakdown["num_options"] = _accuracy_groups(rows, "num_options")
-    metrics = {
+    low, high = wilson_interval(sum(r["credit"] for r in rows), n)
+    metrics: dict[str, Any] = {
         "medqa_accuracy": accuracy,
+        "medqa_accuracy_ci_low": low,  # 95% Wilson interval
+        "medqa_accuracy_ci_high": high,
         "medqa_chance": sum(1.0 / r["num_options"] for r in rows) / n,
         "medqa_questions": float(n),
         "medqa_tied_questions": float(sum(r["tied"] > 1 for r in rows)),
         "medqa_truncated_prompts": float(sum(e.truncated for e in encoded)),
+        # Per-question correctness (the unique best option is the right one) for the gate's
+        # paired test against the champion; a tie is not counted as right.
+        ITEMS_KEY: {r["id"]: r["credit"] > 0.5 for r in rows},
     }
     return MCQResult(metrics, breakdown, rows)
 

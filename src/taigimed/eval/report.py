@@ -93,6 +93,7 @@ def build_markdown(
     breakdown: dict[str, Any] | None = None,
     samples: list[dict[str, str]] | None = None,
     safety_failures: list[str] | None = None,
+    answers_markdown: str | None = None,
 ) -> str:
     """The report body in Markdown; plots are linked relative to ``out_dir``."""
     parts = [f"# {title}", ""]
@@ -110,6 +111,8 @@ def build_markdown(
         parts += ["## Translation samples (Mandarin -> Taigi)", ""]
         rows = [[s["id"], s["source"], s["reference"], s["model"]] for s in samples]
         parts += [_md_table(["id", "source", "reference", "model"], rows), ""]
+    if answers_markdown:
+        parts += ["## Answer quality: samples beside their references", "", answers_markdown]
     if safety_failures is not None:
         parts += ["## Safety suite failures", ""]
         parts += [f"- {f}" for f in safety_failures] or ["- none"]
@@ -171,8 +174,14 @@ def write_report(
     breakdown: dict[str, Any] | None = None,
     samples: list[dict[str, str]] | None = None,
     safety_failures: list[str] | None = None,
+    answers: list[dict[str, Any]] | None = None,
+    answer_samples: int = 12,
 ) -> dict[str, Path]:
-    """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``out_dir``."""
+    """Write ``report.md``, ``report.html`` and ``plots/*.png`` into ``out_dir``.
+
+    ``answers`` (rows of the answer-quality task) adds the reliability diagram of confidence
+    and the worst answers of each split beside their references.
+    """
     out_dir = Path(out_dir)
     models = {"candidate": candidate}
     if champion:
@@ -180,8 +189,22 @@ def write_report(
     if base:
         models["base"] = base
     plots = plot_metrics(models, out_dir / "plots")
+    answers_markdown = None
+    if answers:
+        from taigimed.eval.answers import answer_samples_markdown, plot_reliability
+
+        plots.append(plot_reliability(answers, out_dir / "plots" / "answer_reliability.png"))
+        answers_markdown = answer_samples_markdown(answers, answer_samples)
     markdown = build_markdown(
-        title, models, plots, out_dir, gate_markdown, breakdown, samples, safety_failures
+        title,
+        models,
+        plots,
+        out_dir,
+        gate_markdown,
+        breakdown,
+        samples,
+        safety_failures,
+        answers_markdown,
     )
     with atomic_open(out_dir / "report.md") as fh:
         fh.write(markdown)

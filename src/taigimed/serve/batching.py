@@ -36,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from taigimed.quality import trim_partial_char
+
 log = logging.getLogger(__name__)
 
 
@@ -372,6 +374,10 @@ class ContinuousBatcher:
         if reason == "length" or (reason == "stop" and stop_hit is None):
             full = self.tokenizer.decode(row.generated, skip_special_tokens=True)
             tail = full[len(row.emitted) :] if full.startswith(row.emitted) else ""
+            if reason == "length":
+                # Cut inside a multi-byte character: end at the last whole one, on both routes
+                # (the plain answer and the stream both take this tail).
+                tail = trim_partial_char(tail)
         return FinishEvent(
             finish_reason=reason,
             stop_reason=stop_hit,

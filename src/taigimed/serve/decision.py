@@ -23,12 +23,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from taigimed import guardrails
+from taigimed import guardrails, quality
 from taigimed.serve.config import PolicySettings, ReviewSettings
 from taigimed.triage.chain import TriageChain
 from taigimed.triage.chain import pre_model_decision as triage_decision
@@ -140,19 +139,39 @@ def before_model(
     return PreModelDecision(action, decision.text, list(decision.triage.categories))
 
 
-def confidence(token_logprobs: list[float]) -> float | None:
-    """exp(mean token log-probability): the geometric-mean token probability, or None when the
-    predictor sent no log-probs (then only topics can hold an answer)."""
-    if not token_logprobs:
-        return None
-    return math.exp(sum(token_logprobs) / len(token_logprobs))
+def question_script(question: str) -> str:
+    """``tailo`` for a mostly-Latin question (its answer may be Latin too), else ``hanji``."""
+    return "tailo" if quality.latin_share(question) > 0.5 else "hanji"
 
 
-def review_reasons(question: str, score: float | None, review: ReviewSettings) -> list[str]:
+def confidence(
+    token_logprobs: list[float],
+    draft: str = "",
+    question: str = "",
+    system_prompt: str = "",
+) -> tuple[float | None, quality.AnswerSignals]:
+    """(score, signals): exp(mean token log-prob) lowered for degenerate output.
+
+    Mean log-prob alone is highest when the model parrots its own prompt; the detectors of
+    ``taigimed.quality`` (echo, loop, broken character, off-script, Simplified) are what the
+    eval gate uses too. ``None`` when the predictor sent no log-probs.
+    """
+    signals = quality.answer_signals(draft, question, system_prompt, question_script(question))
+    return quality.confidence(token_logprobs, signals), signals
+
+
+def review_reasons(
+    question: str,
+    score: float | None,
+    review: ReviewSettings,
+    flags: list[str] | None = None,
+) -> list[str]:
     """Why a clinician must see this answer first; empty = answer at once."""
     reasons = []
     if score is not None and score < review.confidence_threshold:
         reasons.append(f"low_confidence<{review.confidence_threshold}")
+        # why it is low, when a detector lowered it (threshold 0 still holds nothing)
+        reasons += [f"degenerate:{flag}" for flag in flags or []]
     norm = guardrails.normalise(question)
     reasons += [f"topic:{t}" for t in review.topics if guardrails.normalise(t) in norm]
     return reasons
@@ -165,11 +184,19 @@ def after_model(
     policy: guardrails.GuardPolicy,
     review: ReviewSettings,
     extra_reasons: tuple[str, ...] = (),
+    system_prompt: str = "",
+    finish_reason: str | None = None,
 ) -> AnswerDecision:
-    """Confidence, review decision and client text for one model answer. ``extra_reasons``
-    hold it for reasons found elsewhere (retrieval found nothing to ground it on)."""
-    score = confidence(token_logprobs)
-    reasons = review_reasons(question, score, review) + list(extra_reasons)
+    """Confidence, review decision and client text for one model answer.
+
+    ``extra_reasons`` hold it for reasons found elsewhere (retrieval found nothing to ground it
+    on). An answer cut at ``max_tokens`` ends at its last whole character (a backend that sent
+    the first bytes of a character as U+FFFD does not reach the person with it).
+    """
+    if finish_reason == "length":
+        draft = quality.trim_partial_char(draft)
+    score, signals = confidence(token_logprobs, draft, question, system_prompt)
+    reasons = review_reasons(question, score, review, signals.flags) + list(extra_reasons)
     draft = guardrails.scrub_pii(draft)
     if reasons:
         text = guardrails.finish(review.pending_message, policy)

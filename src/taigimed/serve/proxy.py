@@ -47,6 +47,7 @@ import httpx
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from taigimed import quality
 from taigimed.serve import decision
 from taigimed.serve import openai_schema as oa
 from taigimed.serve import version as versioning
@@ -249,16 +250,25 @@ class OpenAIProxy:
         return shown, [], (), "passage", list(verdict.reasons)
 
     def on_chunk(self, ex: Exchange, piece: str) -> str:
-        """Hook 3: one piece of a live stream's text before the client sees it."""
-        return piece
+        """Hook 3: one piece of a live stream's text before the client sees it: a trailing
+        U+FFFD (the first bytes of a character cut by the backend) is not shown."""
+        return quality.trim_partial_char(piece)
 
     async def post_answer(self, ex: Exchange, answer: UpstreamAnswer) -> Outcome:
         """Hook 4: confidence, review decision, disclaimer, storage and metrics for a model
         answer (labelled and stored with the version that answered)."""
         review = self.cfg.review
         text, token_logprobs, extra, mode, rejected = self.grounded_answer(ex, answer)
+        system = next((m["content"] for m in ex.messages if m["role"] == "system"), "")
         decided = decision.after_model(
-            ex.question, text, token_logprobs, self.ctx.policy, review, extra
+            ex.question,
+            text,
+            token_logprobs,
+            self.ctx.policy,
+            review,
+            extra,
+            system_prompt=system,
+            finish_reason=answer.finish_reason,
         )
         sources = ex.grounding.sources if ex.grounding is not None else []
         v, m = ex.tracker.version, self.metrics

@@ -33,6 +33,9 @@ TASK = register(
         order=10,
         metrics=(
             Metric("medqa_accuracy", "higher", headline=True, help="share of questions right"),
+            Metric("medqa_accuracy_ci_low", help="95% Wilson interval, lower end"),
+            Metric("medqa_accuracy_ci_high", help="95% Wilson interval, upper end"),
+            Metric("medqa_accuracy_items", help="per-question right/wrong for the paired test"),
             Metric("medqa_chance", help="expected accuracy of random guessing"),
             Metric("medqa_questions"),
             Metric("medqa_tied_questions", help="questions whose best options tie"),
