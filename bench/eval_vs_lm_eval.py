@@ -59,6 +59,7 @@ from taigimed.models import SMOLLM2_NAME, load_causal_lm, load_tokenizer, resolv
 from taigimed.utils import REPO_ROOT, setup_logging, write_json
 
 RESULT = _common.RESULTS / "eval_vs_lm_eval.json"
+MCQ_PROMPT = "mcq.system_prompt=你是一位台灣的醫學專家，請回答下面的醫學選擇題。"
 TASK_YAML = REPO_ROOT / "bench" / "lm_eval_tasks" / "taigimed_medqa.yaml"
 GOAL = 2.0
 MAX_ACCURACY_GAP = 0.01  # accuracies within 1 point
@@ -71,7 +72,9 @@ def eval_config() -> MCQConfig:
     from taigimed.config import load_config
     from taigimed.eval.config import EvalConfig
 
-    cfg = load_config(EvalConfig, REPO_ROOT / "configs/demo-cpu/eval.yaml").mcq
+    # The base model has no taigimed.json, so the prompt is set here, as the YAML task states it
+    # (tests/unit/test_bench_peers.py holds the two equal).
+    cfg = load_config(EvalConfig, REPO_ROOT / "configs/demo-cpu/eval.yaml", [MCQ_PROMPT]).mcq
     return dataclasses.replace(cfg, normalize="none", max_questions=0)
 
 

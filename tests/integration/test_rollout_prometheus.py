@@ -278,18 +278,28 @@ def chat() -> dict:
     }
 
 
+MIN_TRAFFIC_S = 6.0  # traffic spans at least this many seconds of 1 s scrapes
+
+
 def drive_traffic(guard: str, split: TrafficSplit, canary: str, need: int) -> Counter:
     """Chat through the one guard (three clients) until the split has sent ``need`` requests to
     the canary; return the guard's answers as (status code, model_version) counts."""
     answers: Counter = Counter()
-    deadline = time.monotonic() + 120
+    began = time.monotonic()
+    deadline = began + 120
     start = split.routed[canary]
 
     def loop() -> None:
-        while split.routed[canary] - start < need and time.monotonic() < deadline:
+        # Spread over several 1 s scrapes: a counter series that appears between two scrapes
+        # already at its final value shows no increase() in Prometheus, which is what a fast
+        # guard on an idle machine did when all requests fitted between two scrapes.
+        while (
+            split.routed[canary] - start < need or time.monotonic() - began < MIN_TRAFFIC_S
+        ) and time.monotonic() < deadline:
             r = requests.post(f"{guard}/openai/v1/chat/completions", json=chat(), timeout=60)
             tag = r.json().get("taigimed", {}) if r.status_code == 200 else {}
             answers[(r.status_code, tag.get("model_version"))] += 1
+            time.sleep(0.1)
 
     threads = [threading.Thread(target=loop) for _ in range(3)]
     for t in threads:

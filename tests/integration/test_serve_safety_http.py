@@ -58,6 +58,7 @@ def guard(predictor, guard_dir):
         "review.confidence_threshold=0.0",
         "review.topics=[地址]",
         "limits.max_tokens=400",
+        "policy.triage.detector=true",  # served off by default; this guard tests it on
     )
     yield server
     server.stop()

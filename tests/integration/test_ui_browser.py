@@ -30,7 +30,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
 REVIEWER_TOKEN = "desk-token-for-tests"
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1100, "height": 900}
-HELD_QUESTION = "我懷孕三個月，會使食感冒藥仔無？"
+HELD_QUESTION = (
+    "我懷孕三個月，會使去公園行路運動無？"  # held on the topic; names no medicine (a referral)
+)
 CONFLICT = "另外一位醫生已經先決定矣"
 WAIT_MS = 90_000  # generous: the shared 2-core machine is often loaded many times over
 
@@ -66,6 +68,9 @@ def guard(predictor, tmp_path_factory):
         "review.confidence_threshold=0.0",
         "review.topics=[懷孕]",
         "ui.poll_seconds=0.5",
+        # the pages, not triage, are under test: the phrase rules decide (the learned detector
+        # has its own tests and escalates some short routine messages, see docs/evaluation.md)
+        "policy.triage.detector=false",
         env={"TAIGIMED_REVIEWER_TOKENS": REVIEWER_TOKEN},
     )
     yield server

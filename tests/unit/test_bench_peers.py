@@ -33,7 +33,9 @@ def render(template: str, doc: dict) -> str:
 
 def test_lm_eval_yaml_prompt_and_choices_equal_taigimed_mcq(task, repo_root, smollm2_dir):
     """Every demo question: same prompt text, same continuations, same target, in order."""
-    cfg = load_config(EvalConfig, repo_root / "configs/demo-cpu/eval.yaml").mcq
+    # the bench sets this prompt for the base model (bench/eval_vs_lm_eval.py MCQ_PROMPT)
+    prompt = "mcq.system_prompt=你是一位台灣的醫學專家，請回答下面的醫學選擇題。"
+    cfg = load_config(EvalConfig, repo_root / "configs/demo-cpu/eval.yaml", [prompt]).mcq
     tokenizer = load_tokenizer(smollm2_dir)
     path = repo_root / "data/demo/medqa_demo.jsonl"
     docs = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]

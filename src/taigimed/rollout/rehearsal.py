@@ -145,10 +145,11 @@ def seed_gitops(work: Path, registry: Registry) -> tuple[Path, Path]:
 
 
 def write_profile(work: Path) -> Path:
-    """demo-cpu's data/train/eval configs with the tiny gate."""
+    """demo-cpu's data/train/eval/retrieval configs with the tiny gate (the pipeline's
+    build-index step reads retrieval.yaml from the profile)."""
     profile = work / "profile"
     profile.mkdir(exist_ok=True)
-    for name in ("data.yaml", "train.yaml", "eval.yaml"):
+    for name in ("data.yaml", "train.yaml", "eval.yaml", "retrieval.yaml"):
         shutil.copy(REPO_ROOT / "configs/demo-cpu" / name, profile / name)
     (profile / "gate.yaml").write_text(yaml.safe_dump(TINY_GATE), encoding="utf-8")
     return profile

@@ -183,9 +183,9 @@ def after_model(
     token_logprobs: list[float],
     policy: guardrails.GuardPolicy,
     review: ReviewSettings,
-    extra_reasons: tuple[str, ...] = (),
     system_prompt: str = "",
     finish_reason: str | None = None,
+    extra_reasons: tuple[str, ...] = (),
 ) -> AnswerDecision:
     """Confidence, review decision and client text for one model answer.
 

@@ -266,9 +266,9 @@ class OpenAIProxy:
             token_logprobs,
             self.ctx.policy,
             review,
-            extra,
             system_prompt=system,
             finish_reason=answer.finish_reason,
+            extra_reasons=extra,
         )
         sources = ex.grounding.sources if ex.grounding is not None else []
         v, m = ex.tracker.version, self.metrics
