@@ -18,6 +18,7 @@ from taigimed.rollout.plan import RolloutPlan
 from taigimed.serve import decision
 from taigimed.serve.config import ServeConfig
 from taigimed.serve.guard import build_guard_app
+from taigimed.triage.chain import TriageChain
 
 
 def guard_client(tmp_path, policy: guardrails.GuardPolicy) -> tuple[TestClient, list]:
@@ -27,6 +28,7 @@ def guard_client(tmp_path, policy: guardrails.GuardPolicy) -> tuple[TestClient, 
     cfg.review.confidence_threshold = 0.0
     app, guard = build_guard_app(cfg, "http://predictor.invalid")
     guard.ctx.policy = policy
+    guard.ctx.chain = TriageChain(cfg.policy.triage, policy)  # the chain reads the same policy
     calls: list = []
 
     def predictor(request: httpx.Request) -> httpx.Response:
