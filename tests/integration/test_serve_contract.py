@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_serve_http import MODEL, VERSION, Server, start_guard
+from tests.integration.test_serve_http import MODEL, start_guard, start_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -37,21 +37,8 @@ MIN_CASES = 1000
 @pytest.fixture(scope="module")
 def pair(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("contract")
-    predictor = Server(
-        "taigimed.serve.predictor",
-        [
-            "--model-dir",
-            str(tiny_model_dir),
-            "--model-name",
-            MODEL,
-            "--model-version",
-            VERSION,
-            "predictor.max_batch_size=4",
-            "predictor.torch_threads=1",
-            "predictor.default_max_tokens=8",  # generated requests stay cheap
-        ],
-        tmp,
-    ).wait_ready()
+    cheap = "predictor.default_max_tokens=8"  # generated requests stay cheap
+    predictor = start_predictor(tiny_model_dir, tmp, "predictor.max_batch_size=4", cheap)
     guard = start_guard(predictor, tmp, "review.confidence_threshold=0.0", "limits.max_tokens=16")
     yield predictor, guard, tmp
     guard.stop()

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from tests.integration.test_serve_http import MODEL, VERSION, Server, metric
+from tests.integration.test_serve_http import MODEL, VERSION, metric, start_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -28,22 +28,9 @@ USER = [{"role": "user", "content": "頭殼痛"}]
 @pytest.fixture(scope="module")
 def predictor(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("hardened-predictor")
-    server = Server(
-        "taigimed.serve.predictor",
-        [
-            "--model-dir",
-            str(tiny_model_dir),
-            "--model-name",
-            MODEL,
-            "--model-version",
-            VERSION,
-            "predictor.max_batch_size=2",
-            "predictor.torch_threads=1",
-            "limits.max_queue_wait_s=1.0",
-        ],
-        tmp,
-        env={"TAIGIMED_PREDICTOR_TOKENS": TOKEN},
-    ).wait_ready()
+    overrides = ("predictor.max_batch_size=2", "limits.max_queue_wait_s=1.0")
+    env = {"TAIGIMED_PREDICTOR_TOKENS": TOKEN}
+    server = start_predictor(tiny_model_dir, tmp, *overrides, env=env)
     yield server
     server.stop()
 

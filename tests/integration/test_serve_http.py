@@ -83,6 +83,21 @@ class Server:
         self.log.close()
 
 
+def start_predictor(
+    model_dir: Path,
+    tmp: Path,
+    *overrides: str,
+    env: dict | None = None,
+    version: str | None = VERSION,
+) -> Server:
+    """The tiny test model served as MODEL/``version`` on one torch thread (``version=None``:
+    the predictor reads it from ``TAIGIMED_MODEL_VERSION``, as the manifests set it)."""
+    args = ["--model-dir", str(model_dir), "--model-name", MODEL]
+    args += ["--model-version", version] if version else []
+    args += ["predictor.torch_threads=1", *overrides]
+    return Server("taigimed.serve.predictor", args, tmp, env).wait_ready()
+
+
 def start_guard(
     predictor: Server,
     tmp: Path,
@@ -99,21 +114,8 @@ def start_guard(
 @pytest.fixture(scope="module")
 def predictor(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("predictor")
-    server = Server(
-        "taigimed.serve.predictor",
-        [
-            "--model-dir",
-            str(tiny_model_dir),
-            "--model-name",
-            MODEL,
-            "--model-version",
-            VERSION,
-            "predictor.max_batch_size=4",
-            "predictor.max_queue=2",
-            "predictor.torch_threads=1",
-        ],
-        tmp,
-    ).wait_ready()
+    overrides = ("predictor.max_batch_size=4", "predictor.max_queue=2")
+    server = start_predictor(tiny_model_dir, tmp, *overrides)
     yield server
     server.stop()
 
@@ -538,10 +540,8 @@ def test_guard_answers_503_when_predictor_is_down(tmp_path):
 def predictor_v2(tiny_model_dir, tmp_path_factory):
     """A predictor whose version comes only from the env var, as the manifests set it."""
     tmp = tmp_path_factory.mktemp("predictor-v2")
-    args = ["--model-dir", str(tiny_model_dir), "--model-name", MODEL, "predictor.torch_threads=1"]
-    server = Server(
-        "taigimed.serve.predictor", args, tmp, env={"TAIGIMED_MODEL_VERSION": "v2"}
-    ).wait_ready()
+    env = {"TAIGIMED_MODEL_VERSION": "v2"}
+    server = start_predictor(tiny_model_dir, tmp, env=env, version=None)
     yield server
     server.stop()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.test_serve_http import MODEL, Server, start_guard
+from tests.integration.test_serve_http import MODEL, start_guard, start_predictor
 
 COUGH = "我這兩工咧咳嗽，喉嚨嘛小可仔痛，愛按怎照顧家己？"
 
@@ -23,9 +23,8 @@ COUGH = "我這兩工咧咳嗽，喉嚨嘛小可仔痛，愛按怎照顧家己�
 @pytest.fixture(scope="module")
 def predictor(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("predictor")
-    args = ["--model-dir", str(tiny_model_dir), "--model-name", MODEL, "--model-version", "v1"]
-    server = Server("taigimed.serve.predictor", [*args, "predictor.torch_threads=1"], tmp)
-    yield server.wait_ready()
+    server = start_predictor(tiny_model_dir, tmp, version="v1")
+    yield server
     server.stop()
 
 

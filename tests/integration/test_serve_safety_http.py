@@ -18,7 +18,12 @@ import pytest
 
 from taigimed.guardrails import has_disclaimer
 from taigimed.utils import REPO_ROOT
-from tests.integration.test_serve_http import MODEL, VERSION, Server, metric, start_guard
+from tests.integration.test_serve_http import (
+    MODEL,
+    metric,
+    start_guard,
+    start_predictor,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -27,20 +32,8 @@ CORPUS = REPO_ROOT / "data/safety/pii_corpus_v1.jsonl"
 
 @pytest.fixture(scope="module")
 def predictor(tiny_model_dir, tmp_path_factory):
-    server = Server(
-        "taigimed.serve.predictor",
-        [
-            "--model-dir",
-            str(tiny_model_dir),
-            "--model-name",
-            MODEL,
-            "--model-version",
-            VERSION,
-            "predictor.torch_threads=1",
-            "predictor.max_queue=64",
-        ],
-        tmp_path_factory.mktemp("predictor"),
-    ).wait_ready()
+    tmp = tmp_path_factory.mktemp("predictor")
+    server = start_predictor(tiny_model_dir, tmp, "predictor.max_queue=64")
     yield server
     server.stop()
 

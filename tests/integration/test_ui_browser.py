@@ -17,11 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_serve_http import MODEL, VERSION, Server, start_guard
 
 from taigimed.guardrails import DISCLAIMER
 from taigimed.serve.ui.render import WRONG_TOKEN
 from taigimed.utils import REPO_ROOT
+from tests.integration.test_serve_http import MODEL, VERSION, start_guard, start_predictor
 
 pytestmark = pytest.mark.slow
 
@@ -51,10 +51,8 @@ def browser():
 @pytest.fixture(scope="module")
 def predictor(tiny_model_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ui-predictor")
-    args = ["--model-dir", str(tiny_model_dir), "--model-name", MODEL, "--model-version", VERSION]
-    args += ["predictor.max_batch_size=4", "predictor.torch_threads=1"]
-    args += ["predictor.default_max_tokens=24"]
-    server = Server("taigimed.serve.predictor", args, tmp).wait_ready()
+    overrides = ("predictor.max_batch_size=4", "predictor.default_max_tokens=24")
+    server = start_predictor(tiny_model_dir, tmp, *overrides)
     yield server
     server.stop()
 
@@ -246,12 +244,12 @@ def test_feedback_and_a_problem_report_are_stored_with_the_session(browser, guar
 def test_desk_refuses_a_wrong_token_and_reads_without_javascript(browser, guard):
     sid = held_session(guard)
     context, page = open_desk(browser, guard, "dr-lin", token="not-the-token")
-    page.wait_for_function(
-        "document.getElementById('login-error').textContent.length > 0", timeout=WAIT_MS
-    )
+    # Wait through the locator, not a bare-expression predicate: Playwright evals a bare
+    # expression inside the page, which the desk's Content-Security-Policy rightly refuses.
+    page.locator("#login-error").filter(has_text=WRONG_TOKEN).wait_for(timeout=WAIT_MS)
     assert page.locator("#login-error").inner_text() == WRONG_TOKEN
     assert page.locator("#desk").is_hidden()
-    assert page.evaluate("sessionStorage.getItem('taigimed.reviewerToken')") is None
+    assert page.evaluate("() => sessionStorage.getItem('taigimed.reviewerToken')") is None
     context.close()
 
     # Without JavaScript the login form posts; the answer is the queue as plain HTML.
