@@ -9,17 +9,16 @@ Everything runs on 127.0.0.1: Debian's `prometheus` (installed by `make test-dep
 guard's /metrics every second. Three real predictors serve the tiny test model: v1 (stable), v2
 (a healthy canary) and v3, whose model directory carries a broken chat template (a packaging
 bug), so it answers every chat with a 500 that still names its version. Knative's split cannot
-run here, so ``TrafficSplit`` (below) stands in for it: a minimal HTTP proxy that sends each
-predictor request to the canary or the stable predictor in the proportion the rollout last
-committed; the rollout machine's applier hook (what ``--apply kube`` uses on a cluster) updates
-it after every commit, as Argo CD and Knative would. The guard is configured with the fallback
-version ``unknown``, as in the manifests. The overlay lives in a temporary git repo holding a
-copy of manifests/, and its log must show every transition.
+run here, so ``taigimed.rollout.local.Splitter`` (the rehearsal's) stands in for it: a minimal
+HTTP proxy that sends each predictor request to the canary or the stable predictor in the
+proportion the rollout last committed; the rollout machine's applier hook (what ``--apply kube``
+uses on a cluster) updates it after every commit, as Argo CD and Knative would. The guard is
+configured with the fallback version ``unknown``, as in the manifests. The overlay lives in a
+temporary git repo holding a copy of manifests/, and its log must show every transition.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
@@ -32,12 +31,12 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 import requests
 import yaml
 
 from taigimed.rollout.analysis import Prometheus, PrometheusError
+from taigimed.rollout.local import Splitter
 from taigimed.rollout.machine import RolloutMachine
 from taigimed.rollout.overlay import GitRepo, ProdOverlay, RolloutState
 from taigimed.rollout.plan import RolloutPlan, Thresholds
@@ -112,79 +111,14 @@ class Processes:
                 proc.kill()
 
 
-class TrafficSplit:
-    """Stands in for Knative's traffic split between two predictor revisions (test only).
+def apply_to(split: Splitter):
+    """The rollout machine's applier: route as the committed InferenceService says."""
 
-    Each request goes to the canary or the stable predictor so that, over any run of requests,
-    the canary's share is the committed ``canaryTrafficPercent`` (a deterministic counter, not
-    chance, so a few dozen requests suffice). Bodies are relayed whole (an SSE stream arrives
-    buffered, which the guard's non-streaming upstream calls never notice) with the
-    predictor's status and headers, ``x-taigimed-model-version`` among them. It adds nothing:
-    what the guard learns about the version comes from the predictor alone.
-    """
+    def apply(state: RolloutState) -> None:
+        canary = state.canary_version if state.phase != "stable" else ""
+        split.set_route(state.stable_version, canary, state.canary_percent)
 
-    HOP_BY_HOP = frozenset(
-        ("connection", "content-length", "content-encoding", "transfer-encoding")
-    )
-
-    def __init__(self, predictors: dict[str, str]) -> None:
-        self.predictors = predictors
-        self.lock = threading.Lock()
-        self.stable, self.canary, self.percent = "", "", 0
-        self.seen = 0
-        self.routed: Counter[str] = Counter()
-        self.client = httpx.Client(timeout=120)
-        split = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                split.relay(self, None)
-
-            def do_POST(self) -> None:
-                split.relay(self, self.rfile.read(int(self.headers.get("content-length", 0))))
-
-            def log_message(self, *_: object) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def apply(self, state: RolloutState) -> None:
-        """The rollout machine's applier: route as the committed InferenceService says."""
-        with self.lock:
-            self.stable = state.stable_version
-            self.canary = state.canary_version if state.phase != "stable" else ""
-            self.percent = state.canary_percent if self.canary else 0
-            self.seen = 0
-
-    def pick(self) -> str:
-        with self.lock:
-            before = self.seen * self.percent // 100
-            self.seen += 1
-            version = self.canary if self.seen * self.percent // 100 > before else self.stable
-            self.routed[version] += 1
-            return version
-
-    def relay(self, handler: http.server.BaseHTTPRequestHandler, body: bytes | None) -> None:
-        target = self.predictors[self.pick()] + handler.path
-        headers = {"content-type": handler.headers.get("content-type", "application/json")}
-        if body is None:
-            resp = self.client.get(target)
-        else:
-            resp = self.client.post(target, content=body, headers=headers)
-        handler.send_response(resp.status_code)
-        for name, value in resp.headers.items():
-            if name.lower() not in self.HOP_BY_HOP:
-                handler.send_header(name, value)
-        handler.send_header("content-length", str(len(resp.content)))
-        handler.end_headers()
-        handler.wfile.write(resp.content)
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.client.close()
+    return apply
 
 
 def broken_model_dir(tiny_model_dir: Path, dest: Path) -> Path:
@@ -219,7 +153,9 @@ def serving(tmp_path_factory, tiny_model_dir) -> Iterator[dict]:
             )
             for version, model_dir in models.items()
         }
-        split = TrafficSplit(predictors)
+        split = Splitter()
+        for version, url in predictors.items():
+            split.backends[version] = (url, "/v1")  # the guard's paths, relayed as they are
         guard = procs.serve(
             "taigimed.serve.guard",
             "guard",
@@ -281,7 +217,7 @@ def chat() -> dict:
 MIN_TRAFFIC_S = 6.0  # traffic spans at least this many seconds of 1 s scrapes
 
 
-def drive_traffic(guard: str, split: TrafficSplit, canary: str, need: int) -> Counter:
+def drive_traffic(guard: str, split: Splitter, canary: str, need: int) -> Counter:
     """Chat through the one guard (three clients) until the split has sent ``need`` requests to
     the canary; return the guard's answers as (status code, model_version) counts."""
     answers: Counter = Counter()
@@ -334,7 +270,7 @@ def gitops(tmp_path: Path) -> Path:
     return tmp_path
 
 
-def rollout(gitops: Path, prometheus: str, split: TrafficSplit) -> RolloutMachine:
+def rollout(gitops: Path, prometheus: str, split: Splitter) -> RolloutMachine:
     plan = RolloutPlan(
         steps=[25, 50],
         window="30s",
@@ -348,8 +284,8 @@ def rollout(gitops: Path, prometheus: str, split: TrafficSplit) -> RolloutMachin
     overlay = ProdOverlay(plan.overlay)
     # A loaded CI machine can make Prometheus slow to answer: allow it time.
     prom = Prometheus(prometheus, timeout_s=60)
-    machine = RolloutMachine(plan, overlay, GitRepo(plan.overlay), prom, applier=split.apply)
-    split.apply(machine.status())  # the cluster as the committed overlay describes it
+    machine = RolloutMachine(plan, overlay, GitRepo(plan.overlay), prom, applier=apply_to(split))
+    apply_to(split)(machine.status())  # the cluster as the committed overlay describes it
     return machine
 
 
