@@ -54,20 +54,22 @@ def wait_until_ready(url: str, process: subprocess.Popen, timeout: float = 180.0
     raise TimeoutError(f"{url} not ready after {timeout:.0f} s")
 
 
-def answer_check(answer: str, question: str) -> list[str]:
+def answer_check(answer: str, question: str, system_prompt: str = "") -> list[str]:
     """Why the printed answer is not an answer: ``echo`` when it mostly repeats the prompt
-    (the system prompts the model saw, or the question). Empty when it is an answer."""
-    from taigimed.retrieval.degenerate import echo_share
+    (the served model's system prompt, the grounding instruction, or the question), as the
+    gate and the guard judge it (``taigimed.quality``). Empty when it is an answer."""
+    from taigimed.quality import answer_signals
     from taigimed.retrieval.grounding import INSTRUCTION
     from taigimed.retrieval.knowledge import strip_disclaimer
-    from taigimed.serve.config import ServeConfig
 
-    prompt = "\n".join([ServeConfig().system_prompt, INSTRUCTION, question])
-    return ["echo"] if echo_share(strip_disclaimer(answer), prompt) >= 0.5 else []
+    system = "\n".join([system_prompt, INSTRUCTION])
+    signals = answer_signals(strip_disclaimer(answer), question, system_prompt=system)
+    return ["echo"] if signals.echo else []
 
 
-def ask(url: str, question: str) -> int:
-    """Ask through the OpenAI route, print answer, sources and status; 1 if it is an echo."""
+def ask(url: str, question: str, system_prompt: str = "") -> int:
+    """Ask through the OpenAI route, print answer, sources and status; 1 if it is an echo
+    (of ``system_prompt``, the one the served model was trained with, among others)."""
     import httpx
 
     body = {"model": "taigimed", "messages": [{"role": "user", "content": question}]}
@@ -87,7 +89,7 @@ def ask(url: str, question: str) -> int:
         print(f"model's own answer not shown: {', '.join(tag['model_answer_rejected'])}")
     print(f"confidence: {'-' if confidence is None else f'{confidence:.3f}'}")
     print(f"session: {tag.get('session_id')}")
-    problems = answer_check(answer, question)
+    problems = answer_check(answer, question, system_prompt)
     if problems:
         print(f"DEMO CHECK FAILED: the answer is an {', '.join(problems)} of the prompt")
         return 1
@@ -110,7 +112,10 @@ def serve_and_ask(model_dir: Path, version: str, question: str, index: Path | No
     try:
         wait_until_ready(f"http://127.0.0.1:{port}/v2/health/ready", server)
         print(f"\n== asking (Taigi): {question}")
-        code = ask(f"http://127.0.0.1:{port}", question)
+        from taigimed.spec import read_spec
+
+        spec = read_spec(model_dir)
+        code = ask(f"http://127.0.0.1:{port}", question, spec.system_prompt if spec else "")
         print(f"\n== pages (they stop with the demo; `make ui` keeps them running):\n"
               f"patient chat  http://127.0.0.1:{port}/ui/\n"
               f"review desk   http://127.0.0.1:{port}/ui/review")  # fmt: skip

@@ -25,7 +25,6 @@ import re
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from difflib import SequenceMatcher
 from functools import lru_cache
 from typing import Any
 
@@ -39,7 +38,7 @@ _BACK_TO_BACK = re.compile(r"(.)\1{4,}|(.{2,}?)\2{2,}", re.DOTALL)
 class QualitySettings:
     """Thresholds of the detectors (dev-split choices, documented in docs/evaluation.md)."""
 
-    echo_share: float = 0.5  # longest common substring covers more than this share of the answer
+    echo_share: float = 0.5  # runs copied from the prompt or question cover more than this share
     echo_min_chars: int = 6  # a shorter common run is a shared phrase, not a copy
     repetition_n: int = 3  # character n-grams for distinct-n
     distinct_floor: float = 0.5  # distinct-n below this is a loop
@@ -110,21 +109,31 @@ def trim_partial_char(text: str) -> str:
     return text.rstrip(REPLACEMENT_CHAR)
 
 
-def longest_common_run(answer: str, source: str) -> int:
-    """Length of the longest common substring of the two (difflib, no junk heuristic)."""
-    if not answer or not source:
-        return 0
-    matcher = SequenceMatcher(None, answer, source, autojunk=False)
-    return matcher.find_longest_match(0, len(answer), 0, len(source)).size
-
-
-def echo_share(answer: str, sources: Iterable[str]) -> float:
-    """Largest share of the answer's content covered by one run copied from a source."""
-    content = _content(answer)
-    if not content:
+def copied_share(answer: str, source: str, min_run: int = 6, allowed: str = "") -> float:
+    """Share of the answer's content covered by runs of ``min_run`` or more characters copied
+    from ``source`` (read left to right, longest run first at each position). Runs that
+    ``allowed`` also holds do not count (a grounded answer may copy its passages). Unlike one
+    longest run, this catches a question said twice and a prompt parroted in pieces."""
+    a, src, ok = _content(answer), _content(source), _content(allowed)
+    if not a or not src:
         return 0.0
-    best = max((longest_common_run(content, _content(s)) for s in sources if s), default=0)
-    return best / len(content)
+    covered = i = 0
+    while i < len(a):
+        run = 0
+        while i + run < len(a) and a[i : i + run + 1] in src:
+            run += 1
+        if run >= min_run:
+            if not (ok and a[i : i + run] in ok):
+                covered += run
+            i += run
+        else:
+            i += 1
+    return covered / len(a)
+
+
+def echo_share(answer: str, sources: Iterable[str], min_run: int = 6, allowed: str = "") -> float:
+    """Largest share of the answer's content copied from one source (``copied_share``)."""
+    return max((copied_share(answer, s, min_run, allowed) for s in sources if s), default=0.0)
 
 
 def _visible(text: str) -> str:
@@ -193,20 +202,18 @@ def answer_signals(
     system_prompt: str = "",
     script: str = "hanji",
     settings: QualitySettings | None = None,
+    allowed: str = "",
 ) -> AnswerSignals:
     """Run every detector on one answer.
 
     ``script`` is how the question was written (``hanji``, ``tailo``, ``zh``): a Tâi-lô question
-    may be answered in Latin letters, the others may not.
+    may be answered in Latin letters, the others may not. ``allowed`` is text the answer may
+    copy without it counting as echo (the passages of a grounded answer).
     """
     s = settings or QualitySettings()
     empty = is_empty(answer)
-    share = echo_share(answer, [system_prompt, question])
-    longest = max(
-        (longest_common_run(_content(answer), _content(x)) for x in (system_prompt, question) if x),
-        default=0,
-    )
-    echo = not empty and share > s.echo_share and longest >= s.echo_min_chars
+    share = echo_share(answer, [system_prompt, question], s.echo_min_chars, allowed)
+    echo = not empty and share > s.echo_share
     distinct, grams = distinct_n(answer, s.repetition_n)
     loops = loop_share(answer)
     repetitive = not empty and (

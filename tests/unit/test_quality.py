@@ -29,6 +29,19 @@ def test_echo_share_grows_with_the_copied_part():
     assert echo_share(GOOD, [SYSTEM]) < echo_share(half, [SYSTEM]) < echo_share(PARROT, [SYSTEM])
 
 
+def test_echo_counts_every_copied_run_not_only_the_longest():
+    # a grounded 135M model said its question twice: one run covers only half of that
+    twice = "糖尿病的傷口為什麼不容易好？糖尿病的傷口為什麼不容易好？"
+    assert echo_share(twice, ["糖尿病的傷口為什麼不容易好？"]) == 1.0
+    # the prompt parroted in pieces, with words of its own between them
+    pieces = "伊講：用台語漢字簡單回答。阮毋知。嚴重的症狀愛叫人去看醫生。"
+    assert echo_share(pieces, [SYSTEM]) > 0.5
+    # a run the passages also hold is answering from them, not echoing the question
+    passage = "糖尿病的傷口愛保持清氣，若紅腫化膿愛去看醫生。"
+    answer = "糖尿病的傷口愛保持清氣，若紅腫化膿愛去看醫生。"
+    assert echo_share(answer, ["糖尿病的傷口愛按怎照顧？"], allowed=passage) == 0.0
+
+
 def test_flags_name_what_is_wrong():
     assert answer_signals(GOOD, QUESTION, SYSTEM).flags == []
     assert answer_signals(PARROT, QUESTION, SYSTEM).flags == ["echo"]

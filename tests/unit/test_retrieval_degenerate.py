@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from taigimed.retrieval.degenerate import check_answer
+from taigimed.retrieval.grounding import check_answer
 
 SYSTEM = "你是台語醫療衛教助理。請用台語回答，提醒這毋是診斷；緊急症狀請隨時敲 119 抑是去急診。"
 QUESTION = "我這兩工咧咳嗽，喉嚨嘛小可仔痛，愛按怎照顧家己？"

@@ -2,7 +2,8 @@
 
 For a question that passed triage the guard retrieves the top-k passages. When the best one is
 confident (``Confidence.accepts``), the model is asked to answer *from* them, in Taigi Hàn-jī;
-if its answer fails ``check_answer`` (echo, loop, broken characters, off-language) the guard
+if its answer fails ``check_answer`` (echo, loop, broken characters, off-language: the
+detectors of ``taigimed.quality``, the same ones the gate and the review queue use) the guard
 shows the best passage itself, which is approved text. When nothing matches well, the model
 answers alone and the answer is held for a clinician as low-confidence.
 
@@ -14,8 +15,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from taigimed import quality
+from taigimed.data.normalise import is_cjk
 from taigimed.retrieval.config import RetrievalConfig
-from taigimed.retrieval.degenerate import Verdict, check_answer
 from taigimed.retrieval.index import Hit, HybridIndex
 
 Mode = Literal["grounded", "ungrounded"]
@@ -26,6 +28,44 @@ INSTRUCTION = (
     "毋通做診斷，嘛毋通講資料無寫的藥仔份量。"
 )
 NO_MATCH_REASON = "retrieval_low_confidence"
+MIN_HAN = 8  # fewer Han characters than this is not an answer to show in place of a passage
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """``ok`` or the reasons an answer is not fit to show (``echo``, ``loop``, ...)."""
+
+    reasons: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not self.reasons
+
+
+def check_answer(
+    answer: str, prompt: str, passages: str = "", settings: quality.QualitySettings | None = None
+) -> Verdict:
+    """The reasons a grounded ``answer`` should not be shown; empty when it may be.
+
+    ``taigimed.quality``'s detectors, with two differences a grounded answer needs: a run
+    copied from the prompt that the passages also hold is answering, not echoing (a passage
+    may repeat the question's words), and the answer must be Hàn-jī of some length, since the
+    alternative is an approved passage that is.
+    """
+    s = settings or quality.QualitySettings()
+    signals = quality.answer_signals(answer, question=prompt, settings=s, allowed=passages)
+    reasons = []
+    if sum(is_cjk(c) for c in answer) < MIN_HAN:
+        reasons.append("too_short")
+    if signals.echo:
+        reasons.append("echo")
+    if signals.repetitive:
+        reasons.append("loop")
+    if signals.broken:
+        reasons.append("broken_characters")
+    if signals.simplified or signals.off_script:
+        reasons.append("off_language")
+    return Verdict(tuple(reasons))
 
 
 @dataclass(frozen=True)
