@@ -151,3 +151,38 @@ def test_a_model_that_parrots_its_system_prompt_fails_the_gate_with_the_reason(t
     good = _metrics_file(tmp_path / "good.json", lambda i: i.references[0], medqa=0.9)
     code = taigimed_main([*args, "--candidate", str(good), "--out", str(tmp_path / "ok")])
     assert code == 0, (tmp_path / "ok" / "gate.md").read_text(encoding="utf-8")
+
+
+def test_grounded_arm_scores_what_the_guard_would_show(tiny_model_dir, knowledge_index_dir):
+    """The served index beside the tiny random model: confident matches are asked again with
+    the passages, the random answers fail the checks and the approved passage is scored."""
+    from taigimed.eval.answers import evaluate_answers
+    from taigimed.models import load_causal_lm, load_tokenizer
+    from taigimed.retrieval.serving import LiveKnowledge
+
+    knowledge = LiveKnowledge.load(knowledge_index_dir)
+    items = load_answer_items(FILES, 0)
+    cough = [i for i in items if "咳嗽" in i.question][:3]
+    off_topic = [i for i in items if knowledge.ground(i.question).mode == "ungrounded"][:2]
+    cfg = AnswersConfig(max_new_tokens=8, batch_size=4)
+    lm, tok = load_causal_lm(tiny_model_dir), load_tokenizer(tiny_model_dir)
+    result = evaluate_answers(lm, tok, cough + off_topic, cfg, knowledge)
+
+    by_id = {r["id"]: r for r in result.grounded_rows}
+    for item in off_topic:  # nothing confident: the model's own answer, as served (held)
+        assert by_id[item.id]["grounding"] == "model_alone"
+        assert (
+            by_id[item.id]["answer"] == next(r for r in result.rows if r["id"] == item.id)["answer"]
+        )
+    shown = [by_id[i.id] for i in cough if by_id[i.id]["grounding"] != "model_alone"]
+    assert shown, "the cough questions match the knowledge base's cough passages"
+    for row in shown:
+        assert row["grounding"] == "passage"  # random tokens never pass the checks
+        best = knowledge.ground(row["question"]).best.passage.hanji
+        assert row["answer"] == best and row["rejected_model_answer"]["why"]
+    metrics = result.metrics
+    dev = [r for r in result.grounded_rows if r["split"] == "dev"]
+    assert metrics["answer_grounded_share"] == sum(
+        r["grounding"] != "model_alone" for r in dev
+    ) / len(dev)
+    assert metrics["answer_grounded_chrf"] > metrics["answer_chrf"]  # approved text beats noise

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from taigimed.eval.config import AnswersConfig
+from taigimed.eval.gen import Generated, chat_prompt, generate_answers, render_messages
 from taigimed.eval.io import EvalDataError, read_eval_set, require_str
-from taigimed.quality import QualitySettings, answer_signals, confidence, trim_partial_char
+from taigimed.quality import QualitySettings, answer_signals, confidence
 
 SCRIPTS = ("hanji", "tailo", "zh")
 TOPICS = (
@@ -95,84 +96,6 @@ def load_answer_items(paths: list[str | Path], max_items: int = 0) -> list[Answe
             raise EvalDataError(f"answer-quality set: id {item.id!r} appears twice")
         seen.add(item.id)
     return items[:max_items] if max_items else items
-
-
-# --- generation ---------------------------------------------------------------------------------
-
-
-@dataclass
-class Generated:
-    text: str
-    logprobs: list[float]
-    finish: str  # "stop" | "length"
-
-
-def chat_prompt(tokenizer: Any, system_prompt: str, question: str) -> str:
-    """The question as the served model sees it: system prompt + one user turn."""
-    messages = [{"role": "user", "content": question}]
-    if system_prompt:
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    if not getattr(tokenizer, "chat_template", None):
-        return "\n".join(m["content"] for m in messages) + "\n"
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
-
-def generate_answers(
-    model: Any,
-    tokenizer: Any,
-    prompts: list[str],
-    max_new_tokens: int,
-    batch_size: int = 8,
-) -> list[Generated]:
-    """Greedy answers with per-token log-probs, left-padded batches, order kept.
-
-    An answer that stopped at ``max_new_tokens`` ends at its last whole character (the bytes of
-    a cut character decode to U+FFFD, which is dropped), as the predictor does.
-    """
-    import torch
-
-    device = next(model.parameters()).device
-    configured = getattr(model.generation_config, "eos_token_id", None)
-    configured = configured if isinstance(configured, list) else [configured]
-    eos = {tokenizer.eos_token_id, tokenizer.pad_token_id, *configured} - {None}
-    side = tokenizer.padding_side
-    tokenizer.padding_side = "left"
-    out: list[Generated] = []
-    try:
-        for start in range(0, len(prompts), batch_size):
-            batch = tokenizer(
-                prompts[start : start + batch_size],
-                return_tensors="pt",
-                padding=True,
-                add_special_tokens=False,
-            ).to(device)
-            with torch.inference_mode():
-                gen = model.generate(
-                    **batch,
-                    max_new_tokens=max_new_tokens,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    return_dict_in_generate=True,
-                    output_scores=True,
-                )
-            new = gen.sequences[:, batch["input_ids"].shape[1] :]
-            steps = torch.stack(gen.scores, dim=1).float().log_softmax(-1)
-            chosen = steps.gather(2, new[:, :, None]).squeeze(2)
-            for row, lps in zip(new.tolist(), chosen.tolist(), strict=True):
-                ids: list[int] = []
-                finish = "length"
-                for tok in row:
-                    if tok in eos:
-                        finish = "stop"
-                        break
-                    ids.append(tok)
-                text = tokenizer.decode(ids, skip_special_tokens=True)
-                if finish == "length":
-                    text = trim_partial_char(text)
-                out.append(Generated(text.strip(), lps[: len(ids)], finish))
-    finally:
-        tokenizer.padding_side = side
-    return out
 
 
 # --- scoring ------------------------------------------------------------------------------------
@@ -285,22 +208,107 @@ class AnswersResult:
     metrics: dict[str, Any]
     rows: list[dict[str, Any]]
     seconds: float
+    grounded_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def evaluate_answers(
-    model: Any, tokenizer: Any, items: list[AnswerItem], cfg: AnswersConfig
+    model: Any,
+    tokenizer: Any,
+    items: list[AnswerItem],
+    cfg: AnswersConfig,
+    knowledge: Any = None,
 ) -> AnswersResult:
-    """Generate, score and summarise every item: the whole task for one model."""
+    """Generate, score and summarise every item: the whole task for one model. With
+    ``knowledge`` (a ``LiveKnowledge``), also the answers a person would get from the guard
+    serving that index beside the model (``answer_grounded_*``)."""
     system_prompt = resolve_system_prompt(cfg)
     prompts = [chat_prompt(tokenizer, system_prompt, item.question) for item in items]
     started = time.perf_counter()
     generated = generate_answers(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
     seconds = time.perf_counter() - started
     rows = [score_answer(i, g, cfg, system_prompt) for i, g in zip(items, generated, strict=True)]
+    metrics = by_split(rows)
+    metrics["answers_per_s"] = len(rows) / max(seconds, 1e-9)
+    grounded_rows: list[dict[str, Any]] = []
+    if knowledge is not None:
+        grounded_rows = grounded_answers(
+            model, tokenizer, items, cfg, knowledge, generated, system_prompt
+        )
+        metrics.update(grounded_metrics(grounded_rows))
+    return AnswersResult(metrics, rows, seconds, grounded_rows)
+
+
+def by_split(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """Dev metrics under their names (what the gate holds), held-out ones with ``_heldout``."""
     metrics = summarise_answers([r for r in rows if r["split"] == "dev"])
     metrics.update(summarise_answers([r for r in rows if r["split"] == "heldout"], "_heldout"))
-    metrics["answers_per_s"] = len(rows) / max(seconds, 1e-9)
-    return AnswersResult(metrics, rows, seconds)
+    return metrics
+
+
+def grounded_answers(
+    model: Any,
+    tokenizer: Any,
+    items: list[AnswerItem],
+    cfg: AnswersConfig,
+    knowledge: Any,
+    alone: list[Generated],
+    system_prompt: str,
+) -> list[dict[str, Any]]:
+    """What the guard would show for each question with ``knowledge`` served.
+
+    The guard's own steps (``taigimed.retrieval.grounding``): a confident match asks the model
+    to answer from the passages (one system message with the instruction and passages); a
+    degenerate answer is replaced by the best passage; no confident match leaves the model's
+    own answer (``alone``, generated under ``system_prompt``), which the guard holds for review.
+    """
+    from taigimed.retrieval.grounding import INSTRUCTION, choose_answer, grounded_messages
+
+    decisions = [knowledge.ground(item.question) for item in items]
+    todo = [k for k, g in enumerate(decisions) if g.mode == "grounded"]
+    conversations = [
+        grounded_messages([{"role": "user", "content": items[k].question}], decisions[k])
+        for k in todo
+    ]
+    prompts = [render_messages(tokenizer, messages) for messages in conversations]
+    answers = generate_answers(model, tokenizer, prompts, cfg.max_new_tokens, cfg.batch_size)
+    from_model = dict(zip(todo, answers, strict=True))
+    rows = []
+    for k, item in enumerate(items):
+        grounding = decisions[k]
+        if k not in from_model:
+            row = score_answer(item, alone[k], cfg, system_prompt)
+            row["grounding"] = "model_alone"
+        else:
+            answer = from_model[k]
+            shown, verdict = choose_answer(answer.text, grounding, item.question)
+            if verdict.ok:
+                row = score_answer(item, answer, cfg, INSTRUCTION)
+                row["grounding"] = "model_grounded"
+            else:  # approved text: no model log-probs apply to it
+                row = score_answer(item, Generated(shown, [], "stop"), cfg, INSTRUCTION)
+                row["grounding"] = "passage"
+                row["rejected_model_answer"] = {"text": answer.text, "why": list(verdict.reasons)}
+        row["sources"] = [s["id"] for s in grounding.sources]
+        rows.append(row)
+    return rows
+
+
+def grounded_metrics(rows: list[dict[str, Any]]) -> dict[str, float | None]:
+    """``answer_grounded_*`` (dev) and ``..._heldout``: the quality metrics of what was shown,
+    the share of questions grounded and the share answered with the passage itself."""
+    metrics = {}
+    for name, value in by_split(rows).items():
+        if name.startswith(("answer_", "confidence_")) and "auroc" not in name:
+            metrics[name.replace("answer_", "answer_grounded_", 1)] = value
+    for suffix, split in (("", "dev"), ("_heldout", "heldout")):
+        chosen = [r for r in rows if r["split"] == split]
+        if chosen:
+            n = len(chosen)
+            grounded = sum(r["grounding"] != "model_alone" for r in chosen)
+            metrics[f"answer_grounded_share{suffix}"] = grounded / n
+            passage = sum(r["grounding"] == "passage" for r in chosen)
+            metrics[f"answer_grounded_passage_rate{suffix}"] = passage / n
+    return metrics
 
 
 def plot_reliability(rows: list[dict[str, Any]], path: Path, bins: int = 10) -> Path:
@@ -343,6 +351,23 @@ def plot_reliability(rows: list[dict[str, Any]], path: Path, bins: int = 10) -> 
     return path
 
 
+def split_rows(rows: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    return [r for r in rows if r["split"] == split]
+
+
+def auroc_line(rows: list[dict[str, Any]]) -> str:
+    """How well confidence ranks this split's answers, or why that cannot be said: AUROC needs
+    acceptable and unacceptable answers both (the demo's 135M model has no acceptable one)."""
+    good = sum(r["acceptable"] for r in rows)
+    value = auroc([r["confidence"] for r in rows], [r["acceptable"] for r in rows])
+    if value is None:
+        return (
+            f"{good} of {len(rows)} answers acceptable: `confidence_auroc` is undefined "
+            "(one class only) and left out of metrics.json."
+        )
+    return f"{good} of {len(rows)} answers acceptable; confidence AUROC {value:.3f}."
+
+
 def answer_samples_markdown(rows: list[dict[str, Any]], limit: int) -> str:
     """Worst answers first beside their references, per split, as a Markdown table."""
 
@@ -354,7 +379,7 @@ def answer_samples_markdown(rows: list[dict[str, Any]], limit: int) -> str:
         chosen = worst_first([r for r in rows if r["split"] == split])[:limit]
         if not chosen:
             continue
-        parts += [f"### {split} split (worst first)", ""]
+        parts += [f"### {split} split (worst first)", "", auroc_line(split_rows(rows, split)), ""]
         parts += ["| id | question | reference | answer | chrF | flags |", "|" + " --- |" * 6]
         for r in chosen:
             parts.append(

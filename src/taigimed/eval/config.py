@@ -98,6 +98,9 @@ class AnswersConfig:
     max_items: int = 0  # 0 = all
     acceptable_chrf: float = 15.0  # chrF an answer needs (and no flag) to count as acceptable
     samples_in_report: int = 12  # per split, worst first
+    # Also answer as the guard serves: grounded on the profile's retrieval.yaml index (built in
+    # memory from the same sources the index step saves), metrics ``answer_grounded_*``.
+    grounded: bool = True
     quality: QualitySettings = field(default_factory=QualitySettings)
     confidence: ConfidenceWeights = field(default_factory=ConfidenceWeights)
 

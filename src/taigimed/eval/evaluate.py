@@ -46,6 +46,7 @@ def evaluate_model(
     progress: bool = True,
     policy: Any = None,
     spec: ModelSpec | None = None,
+    knowledge: Any = None,
 ) -> dict[str, Any]:
     """Score ``model`` on the eval sets in ``eval_dir``; write metrics and report to ``out_dir``.
 
@@ -54,6 +55,8 @@ def evaluate_model(
     report's plots (optional). ``policy`` is the guardrail policy served with this model, which
     the safety task scores (None: the guardrails' defaults). Prompt and lengths left to "the
     model's" in ``cfg`` come from ``spec`` (default: the model's own ``taigimed.json``).
+    ``knowledge`` (a ``LiveKnowledge``) is the retrieval index served beside the model: the
+    answer-quality task then also scores grounded answers, as the guard would show them.
     """
     eval_dir, out_dir = Path(eval_dir), Path(out_dir)
     sets = load_eval_sets(eval_dir, cfg)
@@ -64,7 +67,7 @@ def evaluate_model(
     tokenizer = load_tokenizer(model_dir)
     lm = load_causal_lm(model_dir, dtype=cfg.dtype, device=cfg.device or None)
     policy = policy or policy_from_settings(PolicySettings())  # what serving defaults to
-    ctx = TaskContext(lm, tokenizer, cfg, progress, policy)
+    ctx = TaskContext(lm, tokenizer, cfg, progress, policy, knowledge)
     metrics: dict[str, Any] = {}
     timings: dict[str, float] = {}
     report: dict[str, Any] = {}

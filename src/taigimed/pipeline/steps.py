@@ -153,6 +153,7 @@ def evaluate_step(
             log.warning("%s has no serve.yaml: scoring the default guard policy", profile)
             serve_cfg = ServeConfig()
         policy = policy_from_settings(serve_cfg.policy)
+        knowledge = eval_knowledge(profile, cfg)
         spec = read_spec(candidate_dir)
         models: dict[str, str | None] = {"candidate": candidate_dir, "base": base_model or None}
         champion_dir = local_model_dir(registry.storage_uri(champion)) if champion else None
@@ -162,8 +163,11 @@ def evaluate_step(
                 summary[role] = None
                 continue
             log.info("evaluating %s: %s", role, model)
+            # Grounded answers for the candidate only: it is what would be served with the
+            # index, and the grounded arm doubles the answer task's cost on CPU.
+            served = knowledge if role == "candidate" else None
             summary[role] = evaluate_model(
-                model, eval_dir, cfg, out / role, policy=policy, spec=spec
+                model, eval_dir, cfg, out / role, policy=policy, spec=spec, knowledge=served
             )
     if champion and summary["champion"] is None:
         # A remote registry: the champion's weights are not here; use its registered metrics.
@@ -171,6 +175,28 @@ def evaluate_step(
         summary["champion"] = registry.get(champion).metrics
     write_json(out / "summary.json", summary)
     return summary
+
+
+def eval_knowledge(profile: str, cfg: Any) -> Any:
+    """The retrieval index this profile will serve, built in memory from its retrieval.yaml
+    (the same sources and rule the index step saves), so the answer-quality task scores the
+    grounded answers a person would get. None when the profile has no retrieval.yaml or the
+    grounded arm is off (``answers.grounded``)."""
+    if "answers" not in cfg.tasks or not cfg.answers.grounded:
+        return None
+    if not (
+        (Path(profile) / "retrieval.yaml").is_file()
+        or (PROJECT_HOME / profile / "retrieval.yaml").is_file()
+    ):
+        log.info("%s has no retrieval.yaml: answers are scored without grounding", profile)
+        return None
+    from taigimed.retrieval.build import build_in_memory
+    from taigimed.retrieval.config import RetrievalConfig
+    from taigimed.retrieval.serving import LiveKnowledge
+
+    retrieval = profile_config(RetrievalConfig, profile, "retrieval.yaml", "")
+    index, _ = build_in_memory(retrieval, home=PROJECT_HOME)
+    return LiveKnowledge(index)
 
 
 def local_model_dir(uri: str) -> Path | None:

@@ -33,6 +33,24 @@ def serving_rule(cfg: RetrievalConfig) -> dict[str, Any]:
     return {"top_k": cfg.top_k, "confidence": asdict(cfg.confidence)}
 
 
+def build_in_memory(
+    cfg: RetrievalConfig,
+    extra_reviewed: Sequence[str | Path] = (),
+    home: Path | None = None,
+    embedder: Embedder | None = None,
+) -> tuple[HybridIndex, list[Path]]:
+    """Read and embed every source; the index (with the serving rule) and the files read.
+    The evaluation grounds answers on this, the index step saves it: one build, two uses."""
+    sources = [(resolve(s.path, home), s.kind) for s in cfg.sources]
+    sources += [(Path(p), "reviewed") for p in extra_reviewed if Path(p).is_file()]
+    passages = read_sources(sources)
+    log.info("indexing %d passages from %d sources", len(passages), len(sources))
+    index = HybridIndex.build(passages, embedder=embedder, settings=cfg.index)
+    # the rule the guard serves travels with the index it was evaluated on
+    index.serving = serving_rule(cfg)
+    return index, [path for path, _ in sources]
+
+
 def build_index(
     cfg: RetrievalConfig,
     out_dir: str | Path,
@@ -41,13 +59,7 @@ def build_index(
     embedder: Embedder | None = None,
 ) -> dict[str, Any]:
     """Read, embed and save; returns the manifest (passages, origins, content_hash)."""
-    sources = [(resolve(s.path, home), s.kind) for s in cfg.sources]
-    sources += [(Path(p), "reviewed") for p in extra_reviewed if Path(p).is_file()]
-    passages = read_sources(sources)
-    log.info("indexing %d passages from %d sources", len(passages), len(sources))
-    index = HybridIndex.build(passages, embedder=embedder, settings=cfg.index)
-    # the rule the guard serves travels with the index it was evaluated on
-    index.serving = serving_rule(cfg)
+    index, sources = build_in_memory(cfg, extra_reviewed, home, embedder)
     manifest = index.save(out_dir)
-    manifest["sources"] = [str(path) for path, _ in sources]
+    manifest["sources"] = [str(path) for path in sources]
     return manifest

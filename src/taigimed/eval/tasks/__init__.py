@@ -50,6 +50,7 @@ class TaskContext:
     cfg: Any  # taigimed.eval.config.EvalConfig
     progress: bool = True
     policy: Any = None  # the guardrail policy served beside this model (None: the defaults)
+    knowledge: Any = None  # taigimed.retrieval.serving.LiveKnowledge served beside it, if any
 
 
 @dataclass

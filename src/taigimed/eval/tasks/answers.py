@@ -21,11 +21,13 @@ def _load(eval_dir: Path, cfg: Any) -> list[answers.AnswerItem]:
 
 
 def _run(ctx: TaskContext, items: list[answers.AnswerItem]) -> TaskOutput:
-    result = answers.evaluate_answers(ctx.lm, ctx.tokenizer, items, ctx.cfg.answers)
+    knowledge = ctx.knowledge if ctx.cfg.answers.grounded else None
+    result = answers.evaluate_answers(ctx.lm, ctx.tokenizer, items, ctx.cfg.answers, knowledge)
     metrics = {k: v for k, v in result.metrics.items() if v is not None}
     return TaskOutput(
         metrics,
-        files={"answers.jsonl": result.rows},
+        files={"answers.jsonl": result.rows}
+        | ({"answers_grounded.jsonl": result.grounded_rows} if result.grounded_rows else {}),
         report={"answers": result.rows, "answer_samples": ctx.cfg.answers.samples_in_report},
         meta={
             "answer_files": list(ctx.cfg.answers.files),
@@ -53,8 +55,18 @@ def _split_metrics() -> tuple[Metric, ...]:
         ("confidence_auroc_logprob", None, False, "the same for exp(mean log-prob) alone"),
         ("answer_items", None, False, ""),
     ]
+    grounded = [
+        ("answer_grounded_chrf", "higher", False, "grounded as served: mean chrF"),
+        ("answer_grounded_rougeL", "higher", False, "grounded as served: mean ROUGE-L"),
+        ("answer_grounded_echo_rate", "lower", False, "grounded as served: echo"),
+        ("answer_grounded_repetition_rate", "lower", False, "grounded as served: loops"),
+        ("answer_grounded_degenerate_rate", "lower", False, "grounded as served: any flag"),
+        ("answer_grounded_acceptable_rate", "higher", False, "grounded as served: acceptable"),
+        ("answer_grounded_share", None, False, "questions the index grounded (confident match)"),
+        ("answer_grounded_passage_rate", None, False, "answers replaced by the approved passage"),
+    ]
     out = []
-    for name, direction, headline, help_text in base:
+    for name, direction, headline, help_text in base + grounded:
         out.append(Metric(name, direction, headline=headline, help=help_text))
         out.append(Metric(f"{name}_heldout", direction, help=f"held-out split: {help_text}"))
     out.append(Metric("answers_per_s", "higher", help="generation throughput (load-dependent)"))
