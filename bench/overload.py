@@ -27,13 +27,12 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _servers import Server, start
 
 from taigimed.models import TINY_NAME, resolve_model
 from taigimed.utils import REPO_ROOT, write_json
@@ -48,49 +47,9 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-class Proc:
-    """A server process with ``--port 0 --port-file``."""
-
-    def __init__(self, module: str, args: list[str], tmp: Path, name: str) -> None:
-        self.port_file = tmp / f"{name}.json"
-        self.log_path = tmp / f"{name}.log"
-        cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0"]
-        cmd += ["--port-file", str(self.port_file), *args]
-        env = {**os.environ, "TAIGIMED_API_TOKENS": "", "TAIGIMED_REVIEWER_TOKENS": ""}
-        self.proc = subprocess.Popen(
-            cmd, stdout=self.log_path.open("wb"), stderr=subprocess.STDOUT, env=env
-        )
-        self.url = ""
-
-    def wait_ready(self, timeout: float = 180) -> Proc:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(self.log_path.read_text()[-3000:])
-            if self.port_file.is_file() and not self.url:
-                info = json.loads(self.port_file.read_text())
-                self.url = f"http://{info['host']}:{info['port']}"
-            if self.url:
-                try:
-                    if httpx.get(f"{self.url}/v2/health/ready", timeout=2).status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.3)
-        raise TimeoutError(self.log_path.read_text()[-3000:])
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def start_pair(tmp: Path, slots: int, wait_s: float, tag: str) -> tuple[Proc, Proc]:
-    predictor = Proc(
+def start_pair(tmp: Path, slots: int, wait_s: float, tag: str) -> tuple[Server, Server]:
+    no_tokens = {"TAIGIMED_API_TOKENS": "", "TAIGIMED_REVIEWER_TOKENS": ""}
+    predictor = start(
         "taigimed.serve.predictor",
         [
             "--model-dir",
@@ -106,9 +65,9 @@ def start_pair(tmp: Path, slots: int, wait_s: float, tag: str) -> tuple[Proc, Pr
             "limits.max_inflight=512",
         ],
         tmp,
-        f"predictor-{tag}",
-    ).wait_ready()
-    guard = Proc(
+        no_tokens,
+    )
+    guard = start(
         "taigimed.serve.guard",
         [
             "--predictor-url",
@@ -122,8 +81,8 @@ def start_pair(tmp: Path, slots: int, wait_s: float, tag: str) -> tuple[Proc, Pr
             "limits.max_tokens=512",
         ],
         tmp,
-        f"guard-{tag}",
-    ).wait_ready()
+        no_tokens,
+    )
     return predictor, guard
 
 
@@ -210,7 +169,7 @@ def gauge(url: str, name: str) -> float:
     return total
 
 
-def health(predictor: Proc, guard: Proc) -> dict:
+def health(predictor: Server, guard: Server) -> dict:
     time.sleep(2.0)  # idle: every abandoned or finished row has left the batch
     result = {
         "predictor_alive": predictor.proc.poll() is None,

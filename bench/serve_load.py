@@ -18,70 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _servers import QUESTIONS, start
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL_NAME = "taigimed"
-# Ordinary questions: no red flag, referral or review topic, so every one reaches the model.
-QUESTIONS = [
-    "感冒的時陣愛按怎歇睏？",
-    "How much water should an adult drink each day?",
-    "喉嚨痛會使食啥物？",
-    "What are common causes of a mild headache?",
-    "血壓懸的人食物愛注意啥？",
-    "Why is regular exercise good for the heart?",
-    "睏袂去的時陣有啥物好習慣？",
-    "How can I tell a cold from the flu?",
-]
-
-
-def start(module: str, args: list[str], tmp: Path, env: dict | None = None) -> tuple:
-    port_file = tmp / f"{module.rsplit('.', 1)[-1]}-{time.monotonic_ns()}.json"
-    log = open(port_file.with_suffix(".log"), "wb")  # noqa: SIM115 (closed in stop)
-    cmd = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", "0"]
-    cmd += ["--port-file", str(port_file), *args]
-    proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}
-    )
-    deadline = time.monotonic() + 300
-    url = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{module} exited:\n{Path(log.name).read_text()[-2000:]}")
-        if url is None and port_file.is_file():
-            with contextlib.suppress(ValueError, KeyError):
-                url = f"http://127.0.0.1:{json.loads(port_file.read_text())['port']}"
-        if url:
-            try:
-                if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                    return proc, log, url
-            except httpx.HTTPError:
-                pass
-        time.sleep(0.3)
-    raise TimeoutError(f"{module} not ready")
-
-
-def stop(proc: subprocess.Popen, log) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    log.close()
 
 
 def body(i: int, max_tokens: int) -> dict:
@@ -188,7 +138,7 @@ def run_mode(name: str, model_dir: str, args: argparse.Namespace, tmp: Path) -> 
         "taigimed.serve.guard",
         [
             "--predictor-url",
-            predictor[2],
+            predictor.url,
             "--model-version",
             name,
             f"review.store_url=sqlite:///{tmp / (name + '.db')}",
@@ -198,21 +148,21 @@ def run_mode(name: str, model_dir: str, args: argparse.Namespace, tmp: Path) -> 
         {"TAIGIMED_API_TOKENS": ""},
     )
     try:
-        asyncio.run(run_level(guard[2], 1, 1, args.max_tokens))  # warm-up
+        asyncio.run(run_level(guard.url, 1, 1, args.max_tokens))  # warm-up
         levels = []
         for c in args.levels:
             per_client = max(1, max(c, args.min_requests) // c)
-            result = asyncio.run(run_level(guard[2], c, per_client, args.max_tokens))
+            result = asyncio.run(run_level(guard.url, c, per_client, args.max_tokens))
             print(f"  {name:8s} c={c:<3d} {json.dumps(result)}", flush=True)
             levels.append(result)
         overhead = None
         if name == "batched":
-            overhead = asyncio.run(guard_overhead(predictor[2], guard[2], args.overhead_pairs))
+            overhead = asyncio.run(guard_overhead(predictor.url, guard.url, args.overhead_pairs))
             print(f"  guard overhead {overhead}", flush=True)
         return {"max_batch_size": batch, "levels": levels, "guard_overhead": overhead}
     finally:
-        stop(*guard[:2])
-        stop(*predictor[:2])
+        guard.stop()
+        predictor.stop()
 
 
 def main() -> int:

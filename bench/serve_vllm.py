@@ -21,13 +21,13 @@ import asyncio
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
+from _servers import QUESTIONS, start
 
 from taigimed.models import SMOLLM2_NAME, resolve_model
 from taigimed.serve.runtime import (
@@ -43,16 +43,6 @@ REPO = Path(__file__).resolve().parents[1]
 VLLM_MANIFEST = REPO / "manifests/base/servingruntime-vllm.yaml"
 VLLM_PYTHON = REPO / ".venv-vllm/bin/python"
 LEVELS = (1, 4, 16)
-QUESTIONS = [
-    "感冒的時陣愛按怎歇睏？",
-    "How much water should an adult drink each day?",
-    "喉嚨痛會使食啥物？",
-    "What are common causes of a mild headache?",
-    "血壓懸的人食物愛注意啥？",
-    "Why is regular exercise good for the heart?",
-    "睏袂去的時陣有啥物好習慣？",
-    "How can I tell a cold from the flu?",
-]
 
 
 def body(i: int, max_tokens: int) -> dict:
@@ -174,54 +164,15 @@ def run_vllm(model_dir: Path, args: argparse.Namespace, tmp: Path) -> dict:
 
 
 def run_taigimed(model_dir: Path, args: argparse.Namespace, tmp: Path) -> dict:
-    port_file = tmp / "predictor.json"
-    log = (tmp / "predictor.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "taigimed.serve.predictor",
-            "--model-dir",
-            str(model_dir),
-            "--model-name",
-            "taigimed",
-            "--model-version",
-            "bench",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "predictor.max_batch_size=16",
-            "predictor.max_queue=64",
-            "predictor.torch_threads=1",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
+    args_ = ["--model-dir", str(model_dir), "--model-name", "taigimed", "--model-version", "bench"]
+    args_ += ["predictor.max_batch_size=16", "predictor.max_queue=64", "predictor.torch_threads=1"]
+    predictor = start("taigimed.serve.predictor", args_, tmp, timeout_s=600)
     try:
-        started = time.monotonic()
-        url = ""
-        while time.monotonic() - started < 600:
-            if proc.poll() is not None:
-                raise RuntimeError((tmp / "predictor.log").read_text()[-2000:])
-            if port_file.is_file() and port_file.stat().st_size:
-                url = f"http://127.0.0.1:{json.loads(port_file.read_text())['port']}"
-                try:
-                    if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-            time.sleep(0.5)
-        ready = time.monotonic() - started
-        print(f"taigimed predictor ready in {ready:.0f} s", flush=True)
-        levels = measure(f"{url}/openai/v1/chat/completions", args)
-        return {"ready_s": round(ready, 1), "levels": levels}
+        print(f"taigimed predictor ready in {predictor.ready_s:.0f} s", flush=True)
+        levels = measure(f"{predictor.url}/openai/v1/chat/completions", args)
+        return {"ready_s": round(predictor.ready_s, 1), "levels": levels}
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        predictor.stop()
 
 
 def main() -> int:
