@@ -34,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taigimed import embedding
 from taigimed.config import load_config
 from taigimed.retrieval.config import RetrievalConfig
 from taigimed.retrieval.grounding import choose_answer, ground, grounded_messages
@@ -84,6 +85,7 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 def time_searches(index: HybridIndex, questions: list[str], n: int, k: int) -> dict[str, float]:
     samples = []
     for i in range(n):
+        embedding.clear_cache()  # each search embeds its query for real
         start = time.perf_counter()
         index.search(questions[i % len(questions)], k)
         samples.append(time.perf_counter() - start)
@@ -155,28 +157,48 @@ def guard_overhead(cfg: RetrievalConfig, questions: list[str], n: int) -> dict:
     embedder = index.embedder
     messages = [{"role": "system", "content": "你是台語醫療衛教助理。"}]
     answer = "你會使用燒的鹽水漱喙，加啉燒水、加歇睏。若咳超過兩禮拜，愛去看醫生。"
-    total, embed = [], []
+    total, warm, embed = [], [], []
     grounded = 0
-    for i in range(n):
-        question = questions[i % len(questions)]
-        start = time.perf_counter()
+
+    def retrieve(question: str) -> bool:
         g = ground(index, cfg, question)
         prompt = grounded_messages([*messages, {"role": "user", "content": question}], g)
         if g.mode == "grounded":
             choose_answer(answer, g, question)
-            grounded += 1
+        return bool(prompt) and g.mode == "grounded"
+
+    for i in range(n):
+        question = questions[i % len(questions)]
+        embedding.clear_cache()
+        start = time.perf_counter()
+        grounded += retrieve(question)  # the detector off: retrieval embeds the question
         total.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        retrieve(question)  # the detector on: it has just embedded the same question
+        warm.append(time.perf_counter() - start)
+        embedding.clear_cache()
         start = time.perf_counter()
         embedder.query(question)
         embed.append(time.perf_counter() - start)
-        assert prompt
-    result = {"with_retrieval": percentiles(total), "query_embedding_alone": percentiles(embed)}
+    result = {
+        "with_retrieval": percentiles(total),
+        "with_retrieval_after_triage_detector": percentiles(warm),
+        "query_embedding_alone": percentiles(embed),
+    }
     result["without_query_embedding_p50_ms"] = round(
         result["with_retrieval"]["p50_ms"] - result["query_embedding_alone"]["p50_ms"], 2
     )
     result["grounded_share"] = round(grounded / n, 3)
     result["target_p50_ms"] = TARGET_OVERHEAD_MS
     result["meets_target"] = result["with_retrieval"]["p50_ms"] <= TARGET_OVERHEAD_MS
+    result["meets_target_after_triage_detector"] = (
+        result["with_retrieval_after_triage_detector"]["p50_ms"] <= TARGET_OVERHEAD_MS
+    )
+    result["note"] = (
+        "with_retrieval: the question's first embedding is retrieval's (triage detector off); "
+        "after_triage_detector: the served default, the detector has embedded the same text "
+        "(taigimed.embedding's shared cache), so retrieval adds only search and decision"
+    )
     return result
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from taigimed import embedding
 from taigimed.eval.safety import DEFAULT_SUITE_V2, load_suite_v2
 from taigimed.triage import TriageChain, TriageConfig
 from taigimed.utils import REPO_ROOT, write_json
@@ -50,6 +51,7 @@ def measure(chain: TriageChain, conversations: list[list[str]], clear_cache: boo
     for turns in conversations:
         if clear_cache and chain.detector is not None:
             chain.detector._cached.cache_clear()
+            embedding.clear_cache()  # the process-wide query cache retrieval shares
         start = time.perf_counter()
         chain.triage_turns(turns)
         out.append((time.perf_counter() - start) * 1000)

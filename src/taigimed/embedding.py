@@ -57,6 +57,11 @@ def _query(text: str, num_threads: int) -> np.ndarray:
     return out
 
 
+def clear_cache() -> None:
+    """Forget every cached query embedding (benchmarks measure the uncached cost)."""
+    _query.cache_clear()
+
+
 def query(text: str, num_threads: int = 1) -> np.ndarray:
     """(384,) L2-normalised ``query:`` embedding of one text; repeated texts come from a cache."""
     return _query(embed_text(text), num_threads)
