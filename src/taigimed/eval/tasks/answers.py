@@ -55,13 +55,14 @@ def _split_metrics() -> tuple[Metric, ...]:
         ("confidence_auroc_logprob", None, False, "the same for exp(mean log-prob) alone"),
         ("answer_items", None, False, ""),
     ]
+    # What the guard would show with the index served (the candidate only; reported).
+    shown = ("chrf", "rougeL", "echo_rate", "repetition_rate", "degenerate_rate", "acceptable_rate")
     grounded = [
-        ("answer_grounded_chrf", "higher", False, "grounded as served: mean chrF"),
-        ("answer_grounded_rougeL", "higher", False, "grounded as served: mean ROUGE-L"),
-        ("answer_grounded_echo_rate", "lower", False, "grounded as served: echo"),
-        ("answer_grounded_repetition_rate", "lower", False, "grounded as served: loops"),
-        ("answer_grounded_degenerate_rate", "lower", False, "grounded as served: any flag"),
-        ("answer_grounded_acceptable_rate", "higher", False, "grounded as served: acceptable"),
+        (name.replace("answer_", "answer_grounded_", 1), d, False, f"grounded as served: {h}")
+        for name, d, _, h in base
+        if name.removeprefix("answer_") in shown
+    ]
+    grounded += [
         ("answer_grounded_share", None, False, "questions the index grounded (confident match)"),
         ("answer_grounded_passage_rate", None, False, "answers replaced by the approved passage"),
     ]
