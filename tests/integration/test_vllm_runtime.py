@@ -189,10 +189,12 @@ def test_a_vllm_error_reaches_the_client_as_the_guards_4xx(client, vllm):
     assert "top_logprobs" in str(refused.value)
     # A request the guard lets through but vLLM refuses (longer than --max-model-len 4096
     # tokens, within the guard's 8000-character limit) comes back as vLLM's 400, not a 5xx.
+    # A routine question repeated: the triage detector escalates some repetitive text (「咳嗽」
+    # said 3,500 times scores 0.91), and an escalation never reaches the model.
     with pytest.raises(openai.BadRequestError) as too_long:
         client.chat.completions.create(
             model="taigimed",
-            messages=[{"role": "user", "content": "咳嗽" * 3500}],
+            messages=[{"role": "user", "content": "感冒的時陣愛按怎歇睏？" * 600}],
             max_tokens=8,
         )
     assert too_long.value.status_code == 400
