@@ -207,7 +207,9 @@ def arm_trl(cfg: TrainConfig, data: Path, epochs: int) -> dict[str, Any]:
         processing_class=tokenizer,
         optimizers=(optimizer, scheduler),
     )
-    schedule.total_steps = len(trainer.get_train_dataloader()) // cfg.grad_accum
+    # Optimizer steps of the whole run: the dataloader is one epoch (an earlier version used it
+    # alone, so TRL's schedule decayed twice as fast and its later losses were higher).
+    schedule.total_steps = epochs * len(trainer.get_train_dataloader()) // cfg.grad_accum
     packed_lengths = [len(x) for x in trainer.train_dataset["input_ids"]]
     started = time.perf_counter()
     trainer.train()
