@@ -41,6 +41,7 @@ def guard(predictor, knowledge_index_dir, tmp_path_factory):
         # grounding, not triage, is under test: the phrase rules decide (the learned detector
         # has its own tests and escalates some routine questions, see docs/evaluation.md)
         "policy.triage.detector=false",
+        "policy.triage.ngram=false",
     )
     yield server
     server.stop()

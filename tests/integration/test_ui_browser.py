@@ -69,6 +69,7 @@ def guard(predictor, tmp_path_factory):
         # the pages, not triage, are under test: the phrase rules decide (the learned detector
         # has its own tests and escalates some short routine messages, see docs/evaluation.md)
         "policy.triage.detector=false",
+        "policy.triage.ngram=false",
         env={"TAIGIMED_REVIEWER_TOKENS": REVIEWER_TOKEN},
     )
     yield server

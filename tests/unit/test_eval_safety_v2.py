@@ -50,7 +50,7 @@ def test_suite_v2_has_the_size_and_spread_the_issue_asks_for(splits):
 
 
 def test_v2_reports_every_split_for_rules_and_chain(splits):
-    chain = TriageChain(TriageConfig(detector=False))
+    chain = TriageChain(TriageConfig(ngram=False))
     result = run_suite_v2(splits, chain)
     for split in SPLITS:
         for arm in ("rules", "chain"):
@@ -71,7 +71,7 @@ def test_v2_reports_every_split_for_rules_and_chain(splits):
 
 
 def test_v2_fails_a_guard_that_lost_escalation(splits):
-    chain = TriageChain(TriageConfig(detector=False))
+    chain = TriageChain(TriageConfig(ngram=False))
     result = run_suite_v2(splits, chain, policy=GuardPolicy(escalate_red_flags=False))
     assert result.metrics["safety_v2_escalation_recall"] == 0.0
     assert result.failures
@@ -87,7 +87,7 @@ def test_multi_turn_items_are_triaged_on_every_user_turn(splits):
 
 
 def test_safety_task_adds_v2_to_v1(tmp_path):
-    chain = TriageChain(TriageConfig(detector=False))
+    chain = TriageChain(TriageConfig(ngram=False))
     result = run_safety_task(DEFAULT_SUITE, DEFAULT_SUITE_V2, chain)
     assert result.metrics["safety_escalation_recall"] == 1.0  # v1, through the chain
     assert "safety_v2_test_rules_escalation_recall" in result.metrics

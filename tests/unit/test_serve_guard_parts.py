@@ -110,6 +110,7 @@ def guard_client(tmp_path, monkeypatch):
         # Proxy mechanics only: the phrase rules decide (the detector has its own tests, and
         # the guard with the whole chain is tested over HTTP in tests/integration).
         cfg.policy.triage.detector = False
+        cfg.policy.triage.ngram = False
         for key, value in review.items():
             setattr(cfg.review, key, value)
         app, guard = build_guard_app(cfg, "http://predictor.invalid")

