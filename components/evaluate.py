@@ -12,6 +12,7 @@ def evaluate(
     overrides: str,
     data: Input[Dataset],
     candidate: Input[Model],
+    index: Input[Artifact],
     results: Output[Artifact],
     metrics: Output[Metrics],
     report: Output[HTML],
@@ -25,6 +26,8 @@ def evaluate(
         overrides: space-separated key=value overrides for eval.yaml.
         data: the prepare step's output (eval/ holds the eval sets).
         candidate: stage 2's output; its merged/ folder is the candidate.
+        index: the build-index step's retrieval index (the one registered with the version):
+            the candidate's answers are also scored grounded on it.
         results: per-model metrics and reports plus summary.json.
         metrics: the candidate's metrics for the KFP UI.
         report: the candidate's HTML report.
@@ -37,7 +40,14 @@ def evaluate(
 
     merged = str(Path(candidate.path) / "merged")
     summary = evaluate_step(
-        profile, merged, data.path, base_model, registry_root, results.path, overrides
+        profile,
+        merged,
+        data.path,
+        base_model,
+        registry_root,
+        results.path,
+        overrides,
+        index_dir=index.path,
     )
     log_kfp_metrics(summary["candidate"], metrics)
     shutil.copyfile(Path(results.path) / "candidate" / "report.html", report.path)

@@ -133,6 +133,13 @@ def taigimed_pipeline(
     ).set_display_name("train stage 2 (Taigi + replay)")
     retried(on_gpu(stage2))
 
+    # Built beside training, before the evaluation: the grounded answers are scored on the
+    # very index the version is registered (and served) with, overrides included.
+    knowledge = build_index(profile=profile, overrides=retrieval_overrides).set_display_name(
+        "build retrieval index"
+    )
+    knowledge.set_caching_options(False)  # approved answers may have changed since
+
     scores = evaluate(
         profile=profile,
         base_model=base_model,
@@ -140,6 +147,7 @@ def taigimed_pipeline(
         overrides=eval_overrides,
         data=data.outputs["data"],
         candidate=stage2.outputs["model"],
+        index=knowledge.outputs["index"],
     ).set_display_name("evaluate candidate, base, champion")
     scores.set_caching_options(False)  # reads the registry's champion, which changes between runs
     retried(on_gpu(scores, memory="32G"))
@@ -150,10 +158,6 @@ def taigimed_pipeline(
     verdict.set_caching_options(False)  # the champion may have changed since the last run
 
     with dsl.If(verdict.outputs["passed"] == True, name="gate-passed"):  # noqa: E712
-        knowledge = build_index(profile=profile, overrides=retrieval_overrides).set_display_name(
-            "build retrieval index"
-        )
-        knowledge.set_caching_options(False)  # approved answers may have changed since
         version = register(
             registry_root=registry_root,
             candidate=stage2.outputs["model"],

@@ -33,16 +33,19 @@ def test_gpu_steps_carry_kubernetes_settings(tmp_path):
         assert secrets == {"taigimed-hub", "taigimed-s3"}
         container = spec["deploymentSpec"]["executors"][name]["container"]
         assert container["resources"]["accelerator"]["resourceCount"] == "1"
-    # the index, register and deploy-canary only run inside the gate-passed branch
+    # the index is built before the evaluation, which scores grounded answers on it; register
+    # and deploy-canary only run inside the gate-passed branch, register with that same index
     root_tasks = spec["root"]["dag"]["tasks"]
-    assert not {"build-index", "register", "deploy-canary"} & set(root_tasks)
+    assert "build-index" in root_tasks and not {"register", "deploy-canary"} & set(root_tasks)
+    evaluate = root_tasks["evaluate"]["inputs"]["artifacts"]["index"]["taskOutputArtifact"]
+    assert evaluate["producerTask"] == "build-index"
     branches = spec["components"]["comp-condition-branches-1"]["dag"]["tasks"]
     gated = {name: set(spec["components"][f"comp-{name}"]["dag"]["tasks"]) for name in branches}
-    assert {"build-index", "register", "deploy-canary"} in gated.values()
+    assert {"register", "deploy-canary"} in gated.values()
     register = spec["components"]["comp-condition-2"]["dag"]["tasks"]["register"]
-    assert register["inputs"]["artifacts"]["index"]["taskOutputArtifact"]["producerTask"] == (
-        "build-index"
-    )
+    assert register["inputs"]["artifacts"]["index"] == {
+        "componentInputArtifact": "pipelinechannel--build-index-index"
+    }
     assert {"mark-rejected"} in gated.values()
     condition = branches["condition-2"]["triggerPolicy"]["condition"]
     assert "pipelinechannel--gate-passed" in condition and "true" in condition

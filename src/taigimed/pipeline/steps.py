@@ -122,8 +122,12 @@ def evaluate_step(
     registry_root: str,
     out_dir: str,
     overrides: str,
+    index_dir: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate the candidate, the base model and the current champion on the same eval sets.
+
+    ``index_dir``: the retrieval index the index step built (and register will record); the
+    candidate's answers are also scored grounded on it. Without one they are scored alone.
 
     The champion is re-evaluated rather than trusted from its old metrics: today's eval set may
     differ from the one it was registered with, and the gate must compare like with like.
@@ -153,7 +157,7 @@ def evaluate_step(
             log.warning("%s has no serve.yaml: scoring the default guard policy", profile)
             serve_cfg = ServeConfig()
         policy = policy_from_settings(serve_cfg.policy)
-        knowledge = eval_knowledge(profile, cfg)
+        knowledge = eval_knowledge(cfg, index_dir)
         spec = read_spec(candidate_dir)
         models: dict[str, str | None] = {"candidate": candidate_dir, "base": base_model or None}
         champion_dir = local_model_dir(registry.storage_uri(champion)) if champion else None
@@ -177,26 +181,18 @@ def evaluate_step(
     return summary
 
 
-def eval_knowledge(profile: str, cfg: Any) -> Any:
-    """The retrieval index this profile will serve, built in memory from its retrieval.yaml
-    (the same sources and rule the index step saves), so the answer-quality task scores the
-    grounded answers a person would get. None when the profile has no retrieval.yaml or the
-    grounded arm is off (``answers.grounded``)."""
+def eval_knowledge(cfg: Any, index_dir: str | None) -> Any:
+    """The saved index the version will serve, loaded for the answer task's grounded arm (the
+    same index register records, so the gate scores the grounded answers a person would get).
+    None without an index or with the grounded arm off (``answers.grounded``)."""
     if "answers" not in cfg.tasks or not cfg.answers.grounded:
         return None
-    if not (
-        (Path(profile) / "retrieval.yaml").is_file()
-        or (PROJECT_HOME / profile / "retrieval.yaml").is_file()
-    ):
-        log.info("%s has no retrieval.yaml: answers are scored without grounding", profile)
+    if not index_dir:
+        log.info("no retrieval index given: answers are scored without grounding")
         return None
-    from taigimed.retrieval.build import build_in_memory
-    from taigimed.retrieval.config import RetrievalConfig
     from taigimed.retrieval.serving import LiveKnowledge
 
-    retrieval = profile_config(RetrievalConfig, profile, "retrieval.yaml", "")
-    index, _ = build_in_memory(retrieval, home=PROJECT_HOME)
-    return LiveKnowledge(index)
+    return LiveKnowledge.load(index_dir)
 
 
 def local_model_dir(uri: str) -> Path | None:
