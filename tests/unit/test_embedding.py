@@ -8,6 +8,7 @@ from functools import lru_cache
 import pytest
 
 from taigimed import embedding
+from taigimed.config import ConfigError
 from taigimed.serve.config import ServeConfig
 
 
@@ -35,5 +36,5 @@ def test_zero_threads_is_a_clear_error(fresh_model):
 def test_the_guard_asks_for_two_threads_and_validates_the_setting():
     assert ServeConfig().embedding_threads == 2
     cfg = ServeConfig(embedding_threads=0)
-    with pytest.raises(Exception, match="embedding_threads"):
+    with pytest.raises(ConfigError, match="embedding_threads"):
         cfg.validate()

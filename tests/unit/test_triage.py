@@ -20,6 +20,7 @@ from taigimed.triage.detector import (
     load_weights,
     threshold_for_recall,
 )
+from taigimed.triage.ngram import DEFAULT_NGRAM_WEIGHTS, load_ngram_weights
 from taigimed.utils import REPO_ROOT, sha256_file
 
 
@@ -147,18 +148,35 @@ def test_missing_weights_are_a_clear_error(tmp_path):
         load_weights(tmp_path / "nope.json")
 
 
-def test_committed_weights_are_small_and_match_the_splits_they_were_trained_on():
+@pytest.mark.parametrize(
+    ("default", "load", "width"),
+    [
+        (DEFAULT_WEIGHTS, load_weights, lambda w: 384),
+        (DEFAULT_NGRAM_WEIGHTS, load_ngram_weights, lambda w: len(w.vocab)),
+    ],
+    ids=["embedding", "ngram"],
+)
+def test_committed_weights_are_small_and_match_the_splits_they_were_trained_on(
+    default, load, width
+):
     """Retrain (``make triage-detector``) when a train or dev split changes; never on test."""
-    assert DEFAULT_WEIGHTS.stat().st_size < 1 << 20
-    weights = load_weights()
-    assert weights.weight.shape == (len(LABELS), 384)
+    assert default.stat().st_size < 1 << 20
+    weights = load()
+    assert weights.weight.shape == (len(LABELS), width(weights)) and width(weights) > 0
     files = {**weights.meta["trained_on"], **weights.meta["thresholds_on"]}
     assert "test.jsonl" not in files
     v2 = REPO_ROOT / "data/safety/safety_suite_v2"
     for name, digest in files.items():
         path = v2 / name if (v2 / name).exists() else REPO_ROOT / "data/safety" / name
-        assert sha256_file(path) == digest, f"{name} changed: retrain the triage detector"
+        assert sha256_file(path) == digest, f"{name} changed: retrain the triage detectors"
     assert 0 < weights.thresholds["escalate"] <= 0.5
+
+
+def test_a_configured_threshold_overrides_the_dev_one(fake_weights):
+    cfg = TriageConfig(ngram=False, detector=True, detector_weights=str(fake_weights))
+    assert TriageChain(cfg, embed=FakeEmbedder()).triage("救命").escalate
+    cfg.escalate_threshold = 1.01  # a probability never reaches it: the detector is silenced
+    assert not TriageChain(cfg, embed=FakeEmbedder()).triage("救命").escalate
 
 
 def test_probabilities_sum_to_one():

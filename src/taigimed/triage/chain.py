@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from taigimed import guardrails
 from taigimed.triage.detector import (
+    CachedDetector,
     Embedder,
     EmbeddingDetector,
     e5_embedder,
@@ -59,7 +60,7 @@ class ChainResult:
     matched: list[str] = field(default_factory=list)
     fired: list[str] = field(default_factory=list)  # "rules", "ngram", "detector:refer", ...
     escalated_turn: int | None = None  # index among user turns of the first rule hit
-    scores: dict[str, float] = field(default_factory=dict)
+    scores: dict[str, float] = field(default_factory=dict)  # "ngram:escalate", "detector:refer"
 
     def as_triage(self) -> guardrails.Triage:
         """The guardrails' ``Triage`` shape (what the guard logs and counts)."""
@@ -93,6 +94,17 @@ class TriageChain:
         if self.cfg.detector:
             weights = load_weights(self.cfg.detector_weights)
             self.detector = EmbeddingDetector(weights, embed or e5_embedder())
+            for label, value in (
+                ("escalate", self.cfg.escalate_threshold),
+                ("refer", self.cfg.refer_threshold),
+            ):
+                if value is not None:
+                    self.detector.thresholds[label] = value
+
+    def detectors(self) -> list[tuple[str, CachedDetector]]:
+        """The learned parts that are on, cheapest first, with the name ``fired`` reports."""
+        named = (("ngram", self.ngram), ("detector", self.detector))
+        return [(name, d) for name, d in named if d is not None]
 
     def rules_only(self) -> TriageChain:
         """The same chain with both detectors off (evaluation reports both)."""
@@ -133,22 +145,14 @@ class TriageChain:
         if user_turns and not result.escalate:
             # Rules already escalated: skip the detectors (the answer cannot change).
             joined = detector_input(user_turns)
-            for name, detector in (("ngram", self.ngram), ("detector", self.detector)):
-                if detector is None or result.escalate:
-                    continue
+            for name, detector in self.detectors():
                 scores = detector.scores(joined)
-                result.scores.update(
-                    scores if name == "detector" else {f"ngram:{k}": v for k, v in scores.items()}
-                )
-                thresholds = (
-                    (self.cfg.escalate_threshold, self.cfg.refer_threshold)
-                    if name == "detector"
-                    else (None, None)
-                )
-                if detector.fires(scores, "escalate", thresholds[0]):
+                result.scores.update({f"{name}:{k}": v for k, v in scores.items()})
+                if detector.fires(scores, "escalate"):
                     result.escalate = True
                     result.fired.append(name)
-                elif not result.refer and detector.fires(scores, "refer", thresholds[1]):
+                    break
+                if not result.refer and detector.fires(scores, "refer"):
                     result.refer = True
                     result.fired.append(f"{name}:refer")
         return result

@@ -95,24 +95,35 @@ def e5_embedder() -> Embedder:
     return embedding.queries
 
 
-class EmbeddingDetector:
-    """Scores one text (a user turn, or a conversation's user turns joined) per call."""
+class CachedDetector:
+    """One text in, class probabilities out, with an LRU cache (a conversation's earlier
+    turns, a retried request) and the dev-split thresholds. Subclasses say how to score."""
 
-    def __init__(self, weights: DetectorWeights, embed: Embedder, cache_size: int = 512) -> None:
-        self.weights = weights
-        self.embed = embed
-        # The same text (a conversation's earlier turns, a retried request) is embedded once.
+    def __init__(self, thresholds: dict[str, float], labels: tuple[str, ...], cache_size: int):
+        self.thresholds = dict(thresholds)
+        self.labels = labels
         self._cached = lru_cache(maxsize=cache_size)(self._probabilities)
 
     def _probabilities(self, text: str) -> tuple[float, ...]:
-        return tuple(float(p) for p in self.weights.probabilities(self.embed([text]))[0])
+        raise NotImplementedError
 
     def scores(self, text: str) -> dict[str, float]:
-        return dict(zip(self.weights.labels, self._cached(text), strict=True))
+        return dict(zip(self.labels, self._cached(text), strict=True))
 
-    def fires(self, scores: dict[str, float], label: str, threshold: float | None) -> bool:
-        t = self.weights.thresholds.get(label, 1.0) if threshold is None else threshold
-        return scores.get(label, 0.0) >= t
+    def fires(self, scores: dict[str, float], label: str) -> bool:
+        return scores.get(label, 0.0) >= self.thresholds.get(label, 1.0)
+
+
+class EmbeddingDetector(CachedDetector):
+    """Scores one text (a user turn, or a conversation's user turns joined) per call."""
+
+    def __init__(self, weights: DetectorWeights, embed: Embedder, cache_size: int = 512) -> None:
+        super().__init__(weights.thresholds, weights.labels, cache_size)
+        self.weights = weights
+        self.embed = embed
+
+    def _probabilities(self, text: str) -> tuple[float, ...]:
+        return tuple(float(p) for p in self.weights.probabilities(self.embed([text]))[0])
 
 
 # --- training (deterministic: full-batch gradient descent from zeros) ------------------------

