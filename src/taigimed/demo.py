@@ -161,8 +161,8 @@ def choose_served(
 
 def knowledge_index_for_base(out_dir: Path, profile: str) -> Path:
     """The approved knowledge still grounds the base model's answers when no version passed
-    the gate: the pipeline builds an index only for a registered version, so build one here
-    from the same knowledge base (the retrieval step's own config)."""
+    the gate. The run's own build-index artifact is used when there is one; this builds one
+    from the same knowledge base (the retrieval step's own config) when the run left none."""
     from taigimed.config import load_config
     from taigimed.retrieval.build import build_index
     from taigimed.retrieval.cli import DEFAULT_CONFIG
@@ -282,7 +282,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n== 2/2 {choice.note}")
     index = None
     if choice.version == "base":
-        index = knowledge_index_for_base(args.run_dir / "knowledge-index", args.profile)
+        built = result.outputs.get("index")  # the index the gated run evaluated with
+        index = (
+            built.parent
+            if built
+            else knowledge_index_for_base(args.run_dir / "knowledge-index", args.profile)
+        )
     code = serve_and_ask(Path(choice.model), choice.version, args.question, index)
     print(f"\n== gate: {'PASS' if result.passed else 'FAIL'}; {choice.note}")
     print(f"== demo finished in {time.monotonic() - started:.0f} s")

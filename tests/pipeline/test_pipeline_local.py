@@ -62,6 +62,9 @@ def test_local_run_registers_on_pass_and_rejects_on_a_rigged_gate(tmp_path):
     assert {"build-index", "register", "deploy-canary"} <= steps and "mark-rejected" not in steps
     # the version carries the retrieval index built for it: knowledge base + approved answers
     index = registry.get("v1").record["index"]
+    # the index the evaluation used is the one registered (and the demo serves the base with)
+    evaluated = json.loads(passed.outputs["index"].read_text())
+    assert evaluated["content_hash"] == index["content_hash"]
     assert index["origins"] == {"knowledge": 83, "clinician_review": 6}
     served = Path(registry.index_uri("v1").removeprefix("file://"))
     assert (

@@ -126,6 +126,7 @@ def summarise(
         "stage2_loss": "train-stage2/model/loss.png",
         "eval_report": "evaluate/results/candidate/report.html",
         "gate": "gate/verdict/gate.md",
+        "index": "build-index/index/manifest.json",
         "rejected": "mark-rejected/report",
     }.items():
         matches = sorted(folder.glob(pattern))
