@@ -86,6 +86,15 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(lm):
     assert one[0][0] != other[0][0]
 
 
+def test_a_vanishing_temperature_decodes_greedily_instead_of_failing(lm):
+    """6.5e-299 (sent by the schemathesis fuzzer) made logits / temperature inf and the
+    softmax NaN: the predictor answered 500. Such a temperature is greedy decoding."""
+    tiny = SamplingParams(max_tokens=8, temperature=6.545143448217847e-299, top_k=626158)
+    greedy = SamplingParams(max_tokens=8)
+    (a, b) = run(lm, [("Fever", tiny), ("Fever", greedy)], 2)
+    assert a[0] == b[0] and len(a[0]) == 8
+
+
 def test_stop_string_truncates_text_and_reports_it(lm):
     params = SamplingParams(max_tokens=24, temperature=1.0, seed=3)
     ((_, text, _, _),) = run(lm, [("Fever", params)], 2)

@@ -45,6 +45,12 @@ class Overloaded(RuntimeError):
     """The waiting queue is full: the caller should answer 429 with Retry-After."""
 
 
+# Below this a temperature is greedy decoding: dividing logits by 6.5e-299 (a value a client
+# sent) overflows to inf and the softmax to NaN, while any distribution this sharp picks the
+# argmax anyway.
+MIN_TEMPERATURE = 1e-5
+
+
 @dataclass
 class SamplingParams:
     max_tokens: int
@@ -55,6 +61,10 @@ class SamplingParams:
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False
     top_logprobs: int = 0
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < MIN_TEMPERATURE
 
 
 @dataclass
@@ -120,7 +130,7 @@ class _Row:
         self.generated: list[int] = []
         self.emitted = ""  # text already sent to the client
         self.generator: torch.Generator | None = None
-        if self.params.temperature > 0 and self.params.seed is not None:
+        if not self.params.greedy and self.params.seed is not None:
             self.generator = torch.Generator(device=device).manual_seed(self.params.seed)
         self.holdback = max((len(s) for s in self.params.stop), default=1) - 1
         self.admitted_at = time.perf_counter()  # when it took its batch slot
@@ -294,7 +304,7 @@ class ContinuousBatcher:
         tokens = logits.argmax(-1)
         for i, row in enumerate(rows):
             p = row.params
-            if p.temperature <= 0:
+            if p.greedy:
                 continue
             scores = logits[i].float() / p.temperature
             if p.top_k > 0:
