@@ -1,7 +1,7 @@
 """Benchmark: triage latency per request, the phrase rules alone and the whole chain.
 
-Every item of safety suite v2 (all splits: latency only, nothing is tuned here) is one request:
-its user turns go through ``TriageChain.triage_turns`` as the guard runs it. Arms:
+Every item of the split safety suite (v3, all splits: latency only, nothing is tuned here) is one
+request: its user turns go through ``TriageChain.triage_turns`` as the guard runs it. Arms:
 
 * ``rules``: normalisation + phrase rules (both detectors off);
 * ``chain``: the served chain, rules + the character n-gram detector, every request;
@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from taigimed import embedding
-from taigimed.eval.safety import DEFAULT_SUITE_V2, load_suite_v2
+from taigimed.eval.safety import DEFAULT_SPLIT_SUITE, load_split_suite
 from taigimed.triage import TriageChain, TriageConfig
 from taigimed.utils import REPO_ROOT, write_json
 
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/triage.json")
     args = parser.parse_args(argv)
     embedding.configure(args.threads)
-    conversations = [i.user_turns for s in load_suite_v2(DEFAULT_SUITE_V2).values() for i in s]
+    splits = load_split_suite(DEFAULT_SPLIT_SUITE).values()
+    conversations = [i.user_turns for items in splits for i in items]
     served = TriageChain(TriageConfig())
     full = TriageChain(TriageConfig(detector=True))
     rules = served.rules_only()

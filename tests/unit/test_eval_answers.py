@@ -122,10 +122,10 @@ def _metrics_file(path: Path, answer_for, medqa: float = 0.3) -> Path:
         "safety_disclaimer_rate": 1.0,
         "safety_referral_rate": 1.0,
         "safety_overtrigger_rate": 0.0,
-        "safety_v2_escalation_recall": 1.0,
-        "safety_v2_overtriage_rate": 0.0,
-        "safety_v2_referral_rate": 1.0,
-        "safety_v2_disclaimer_rate": 1.0,
+        "safety_heldout_escalation_recall": 1.0,
+        "safety_heldout_overtriage_rate": 0.0,
+        "safety_heldout_referral_rate": 1.0,
+        "safety_heldout_disclaimer_rate": 1.0,
     }
     path.write_text(json.dumps(metrics), encoding="utf-8")
     return path

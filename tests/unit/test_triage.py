@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from taigimed import guardrails
+from taigimed.eval.safety import DEFAULT_SPLIT_SUITE, split_files
 from taigimed.triage import TriageChain, TriageConfig, fold, guard_conversation
 from taigimed.triage.chain import pre_model_decision
 from taigimed.triage.detector import (
@@ -21,6 +22,7 @@ from taigimed.triage.detector import (
     threshold_for_recall,
 )
 from taigimed.triage.ngram import DEFAULT_NGRAM_WEIGHTS, load_ngram_weights
+from taigimed.triage.train import provenance, training_files
 from taigimed.utils import REPO_ROOT, sha256_file
 
 
@@ -164,11 +166,12 @@ def test_committed_weights_are_small_and_match_the_splits_they_were_trained_on(
     weights = load()
     assert weights.weight.shape == (len(LABELS), width(weights)) and width(weights) > 0
     files = {**weights.meta["trained_on"], **weights.meta["thresholds_on"]}
-    assert "test.jsonl" not in files
-    v2 = REPO_ROOT / "data/safety/safety_suite_v2"
+    held_out = split_files(DEFAULT_SPLIT_SUITE)["test"]
+    assert {REPO_ROOT / name for name in files}.isdisjoint(held_out), "trained on test"
+    train, dev = training_files()
+    assert sorted(files) == sorted(provenance(train + dev)), "other files: retrain"
     for name, digest in files.items():
-        path = v2 / name if (v2 / name).exists() else REPO_ROOT / "data/safety" / name
-        assert sha256_file(path) == digest, f"{name} changed: retrain the triage detectors"
+        assert sha256_file(REPO_ROOT / name) == digest, f"{name} changed: retrain the detectors"
     assert 0 < weights.thresholds["escalate"] <= 0.5
 
 

@@ -74,9 +74,9 @@ class SafetyConfig:
     # (the guard's decisions do not depend on it; this skips generation on slow machines).
     answers: Literal["model", "fixed"] = "model"
     max_new_tokens: int = 32
-    # Suite v2 (train/dev/test, scored per split for the rules alone and the chain; the gate
-    # holds its test split). "" = v1 only.
-    suite_v2: str = "data/safety/safety_suite_v2"
+    # The split suite (train/dev/test, scored per split for the rules alone and the chain; the
+    # gate holds its test split): v3, whose dev is v2's dev + test. "" = v1 only.
+    split_suite: str = "data/safety/safety_suite_v3"
     # The triage chain, as the guard serves it (serve.yaml policy.triage); parts switch off here.
     triage: TriageConfig = field(default_factory=TriageConfig)
 

@@ -15,6 +15,8 @@ fails the suite: that is the test that the suite can fail.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +28,12 @@ from taigimed.triage.chain import TriageChain, guard_conversation
 from taigimed.utils import REPO_ROOT, sha256_file
 
 KINDS = ("escalate", "disclaimer", "refer")
-LANGS = ("taigi", "zh", "tailo", "poj", "mixed")
+LANGS = ("taigi", "zh", "tailo", "poj", "mixed", "en")  # en: English (v3 on)
 V1_LANGS = ("taigi", "zh")
 SPLITS = ("train", "dev", "test")
-DEFAULT_SUITE_V2 = "data/safety/safety_suite_v2"
+# The suite with train/dev/test splits the gate holds (its test split); v2 is released and kept.
+DEFAULT_SPLIT_SUITE = "data/safety/safety_suite_v3"
+SUITE_MANIFEST = "suite.json"
 DEFAULT_SUITE = "data/safety/safety_suite_v1.jsonl"
 FIXED_ANSWER = "多啉水、歇睏較濟，注意身體的變化。（多喝水、多休息，注意身體變化。）"
 
@@ -247,13 +251,57 @@ def model_answers(
     return lambda question: answers.get(question) or FIXED_ANSWER
 
 
-# --- suite v2: per split, rules alone vs the chain ---------------------------------------------
+# --- split suites (v2, v3): per split, rules alone vs the chain -------------------------------
 
 
-def load_suite_v2(suite_dir: str | Path = DEFAULT_SUITE_V2) -> dict[str, list[SafetyItem]]:
-    """``{split: items}`` from ``<suite_dir>/{train,dev,test}.jsonl``; ids unique across splits."""
+def split_files(suite_dir: str | Path = DEFAULT_SPLIT_SUITE) -> dict[str, list[Path]]:
+    """The files of each split of a suite directory.
+
+    A directory holds either ``{train,dev,test}.jsonl`` (v2) or a ``suite.json`` naming each
+    split's files relative to it. The manifest lets a new version reuse a released one's files
+    unedited and uncopied: v3's dev split is v2's dev and v2's test (looked at four times while
+    the chain was built, so no longer held out) plus new items, and its test split is new.
+    """
     root = resolve_suite_path(suite_dir)
-    splits = {split: load_suite(root / f"{split}.jsonl") for split in SPLITS}
+    manifest = root / SUITE_MANIFEST
+    if not manifest.is_file():
+        return {split: [root / f"{split}.jsonl"] for split in SPLITS}
+    try:
+        listed = json.loads(manifest.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise EvalDataError(f"{manifest}:{err.lineno}: not JSON ({err.msg})") from err
+    if not isinstance(listed, dict) or sorted(listed) != sorted(SPLITS):
+        raise EvalDataError(f"{manifest}: needs exactly the keys {list(SPLITS)}")
+    files = {split: [(root / name).resolve() for name in listed[split]] for split in SPLITS}
+    for split, paths in files.items():
+        if not paths:
+            raise EvalDataError(f"{manifest}: split {split!r} lists no file")
+        for path in paths:
+            if not path.is_file():
+                raise EvalDataError(f"{manifest}: {split} file {path} does not exist")
+    test = set(files["test"])
+    if test & (set(files["train"]) | set(files["dev"])):
+        raise EvalDataError(f"{manifest}: a test file is also listed for train or dev")
+    return files
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """One SHA-256 for a split's files, in order (a single file's digest for one file)."""
+    if len(paths) == 1:
+        return sha256_file(paths[0])
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def load_split_suite(suite_dir: str | Path = DEFAULT_SPLIT_SUITE) -> dict[str, list[SafetyItem]]:
+    """``{split: items}`` for a suite directory (see ``split_files``); ids unique across it."""
+    root = resolve_suite_path(suite_dir)
+    splits = {
+        split: [item for path in paths for item in load_suite(path)]
+        for split, paths in split_files(root).items()
+    }
     seen: dict[str, str] = {}
     for split, items in splits.items():
         for item in items:
@@ -283,7 +331,7 @@ def split_metrics(result: SafetyResult) -> dict[str, float]:
     }
 
 
-def run_suite_v2(
+def run_split_suite(
     splits: dict[str, list[SafetyItem]],
     chain: TriageChain,
     generate: Callable[[str], str] = fixed_answer,
@@ -291,8 +339,8 @@ def run_suite_v2(
 ) -> SafetyResult:
     """Score every split with the phrase rules alone and with the whole chain.
 
-    Metrics are ``safety_v2_<split>_<arm>_<metric>`` (arm ``rules`` or ``chain``), plus the
-    gate's names ``safety_v2_<metric>`` for the chain on the **test** split, the held-out split
+    Metrics are ``safety_split_<split>_<arm>_<metric>`` (arm ``rules`` or ``chain``), plus the
+    gate's names ``safety_heldout_<metric>`` for the chain on the **test** split, the held-out split
     nobody tuned on. Rows carry ``split`` and ``arm``.
     """
     policy = policy or chain.policy
@@ -304,25 +352,25 @@ def run_suite_v2(
         for arm, arm_chain in arms.items():
             result = run_suite(items, generate, policy, arm_chain)
             for name, value in split_metrics(result).items():
-                metrics[f"safety_v2_{split}_{arm}_{name}"] = value
+                metrics[f"safety_split_{split}_{arm}_{name}"] = value
             rows += [{**r, "split": split, "arm": arm} for r in result.rows]
             if arm == "chain" and split == "test":
                 failures = result.failures
     for name in ("escalation_recall", "overtriage_rate", "referral_rate", "disclaimer_rate"):
-        if f"safety_v2_test_chain_{name}" in metrics:
-            metrics[f"safety_v2_{name}"] = metrics[f"safety_v2_test_chain_{name}"]
+        if f"safety_split_test_chain_{name}" in metrics:
+            metrics[f"safety_heldout_{name}"] = metrics[f"safety_split_test_chain_{name}"]
     return SafetyResult(metrics, rows, failures)
 
 
-def format_v2_table(metrics: dict[str, float]) -> str:
-    """A Markdown table of the v2 numbers, split by split, rules vs chain."""
+def format_split_table(metrics: dict[str, float]) -> str:
+    """A Markdown table of the split suite's numbers, split by split, rules vs chain."""
     lines = [
         "| split | arm | recall | over-triage | referral | disclaimer | items |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for split in SPLITS:
         for arm in ("rules", "chain"):
-            key = f"safety_v2_{split}_{arm}_"
+            key = f"safety_split_{split}_{arm}_"
             if key + "items" not in metrics:
                 continue
             cells = [
@@ -346,51 +394,51 @@ class SafetyTaskResult:
 
     metrics: dict[str, float]
     rows_v1: list[dict[str, Any]]
-    rows_v2: list[dict[str, Any]]
+    rows_split: list[dict[str, Any]]
     failures: list[str]
     meta: dict[str, str]
 
 
 def run_safety_task(
     suite: str | Path,
-    suite_v2: str | Path,
+    split_suite: str | Path,
     chain: TriageChain,
     generate: Callable[[str], str] = fixed_answer,
     policy: GuardPolicy | None = None,
 ) -> SafetyTaskResult:
-    """The safety task: v1 through the chain (its gate rules unchanged), then v2 per split,
-    rules alone and the chain. v2 uses canned answers: the guard's decisions and the
+    """The safety task: v1 through the chain (its gate rules unchanged), then the split suite per
+    split, rules alone and the chain. That part uses canned answers: the guard's decisions and the
     disclaimer do not depend on what the model says, and 2 x 337 generations would cost the CPU
-    demo minutes. ``suite_v2`` = "" skips v2."""
+    demo minutes. ``split_suite`` = "" skips it."""
     policy = policy or chain.policy
     v1 = run_suite(load_suite(suite), generate, policy, chain)
     metrics, failures, meta = dict(v1.metrics), list(v1.failures), suite_info(suite)
-    rows_v2: list[dict[str, Any]] = []
-    if suite_v2:
-        v2 = run_suite_v2(load_suite_v2(suite_v2), chain, fixed_answer, policy)
-        metrics.update(v2.metrics)
-        failures += [f"v2 test: {line}" for line in v2.failures]
-        rows_v2 = v2.rows
-        root = resolve_suite_path(suite_v2)
-        meta["safety_suite_v2"] = root.name
-        meta["safety_suite_v2_test_sha256"] = sha256_file(root / "test.jsonl")
-    return SafetyTaskResult(metrics, v1.rows, rows_v2, failures, meta)
+    rows_split: list[dict[str, Any]] = []
+    if split_suite:
+        root = resolve_suite_path(split_suite)
+        split = run_split_suite(load_split_suite(root), chain, fixed_answer, policy)
+        metrics.update(split.metrics)
+        failures += [f"{root.name} test: {line}" for line in split.failures]
+        rows_split = split.rows
+        meta["safety_split_suite"] = root.name
+        meta["safety_split_suite_test_sha256"] = files_sha256(split_files(root)["test"])
+    return SafetyTaskResult(metrics, v1.rows, rows_split, failures, meta)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m taigimed.eval.safety [--suite-v2 DIR] [--out metrics.json]``: the v2 table.
+    """``python -m taigimed.eval.safety [--split-suite DIR] [--out metrics.json]``: the split table.
 
     The same numbers ``taigimed evaluate`` reports under ``tasks=[safety]``, without a model
     (canned answers: the guard's decisions do not depend on them)."""
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(description="Safety suite v2: rules vs chain, per split")
-    parser.add_argument("--suite-v2", default=DEFAULT_SUITE_V2)
+    parser = argparse.ArgumentParser(description="Safety split suite: rules vs chain, per split")
+    parser.add_argument("--split-suite", default=DEFAULT_SPLIT_SUITE)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
-    result = run_suite_v2(load_suite_v2(args.suite_v2), TriageChain())
-    print(format_v2_table(result.metrics))
+    result = run_split_suite(load_split_suite(args.split_suite), TriageChain())
+    print(format_split_table(result.metrics))
     for line in result.failures:
         print("test miss:", line)
     if args.out:

