@@ -258,6 +258,10 @@ def test_two_training_steps_through_the_stage_recipe(tiny_dir, tmp_path):
     assert metrics["steps"] == 2
     assert all(torch.isfinite(torch.tensor(p["loss"])) for p in metrics["loss_curve"])
     assert metrics["base_licence"] == GEMMA_TERMS
+    # the merged model still stops on <end_of_turn> when served
+    merged = json.loads((tmp_path / "out" / "merged" / "generation_config.json").read_text())
+    eot = load_tokenizer(tiny_dir).convert_tokens_to_ids(END_OF_TURN)
+    assert eot in merged["eos_token_id"]
     card = (tmp_path / "out" / "MODEL_CARD.md").read_text()
     assert "| base model licence | Gemma Terms of Use, https://ai.google.dev/gemma/terms |" in card
 
