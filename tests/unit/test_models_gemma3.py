@@ -103,6 +103,14 @@ def test_missing_gemma_packages_say_which_pip_command(tmp_path, monkeypatch):
     assert not (tmp_path / GEMMA3_NAME).exists()
 
 
+@pytest.mark.skipif(importlib.util.find_spec(GEMMA3_PACKAGE) is None, reason="needs the packages")
+def test_an_interrupted_assembly_is_joined_again(tmp_path):
+    target = tmp_path / models.GEMMA3_GGUF
+    target.write_bytes(b"GGUF truncated")
+    assert models.assemble_gemma3_gguf(tmp_path) == target
+    assert target.stat().st_size > 200_000_000
+
+
 @needs_gemma
 def test_chat_template_uses_gemma_turns_and_folds_the_system_prompt(lm):
     _, tokenizer = lm
