@@ -124,6 +124,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("TAIGIMED_CACHE", Path.home() / ".cache" / "taigimed"))
 
 
+def models_dir() -> Path:
+    """The default cache directory of converted and tiny models (resolved)."""
+    return (cache_root() / "models").resolve()
+
+
 def resolve_model(name: str | os.PathLike[str], cache_dir: Path | None = None) -> Path:
     """Return a local directory with ``config.json``, safetensors weights and a tokenizer."""
     cache_dir = Path(cache_dir) if cache_dir else cache_root() / "models"
@@ -338,13 +343,18 @@ def tiny_gemma3(target: Path, seed: int = 0, **overrides: Any) -> Path:
 def base_licence(name: str | os.PathLike[str]) -> str:
     """The licence a base model (and so a fine-tune of it) is under, for the model card.
 
-    Packaged names come from :data:`BASE_LICENCES`; a local directory (a merged earlier stage)
-    is recognised as Gemma from its ``config.json`` model type; anything else is unknown.
+    Packaged names come from :data:`BASE_LICENCES`, and so do their cache directories; another
+    local directory is recognised as Gemma from its ``config.json`` model type; anything else
+    is unknown.
     """
     text = str(name)
     if text in BASE_LICENCES:
         return BASE_LICENCES[text]
-    config = Path(text).expanduser() / "config.json"
+    path = Path(text).expanduser()
+    for known, licence in BASE_LICENCES.items():  # a packaged model's cache directory
+        if path.name == known and path.is_dir() and path.parent.resolve() == models_dir():
+            return licence
+    config = path / "config.json"
     if config.is_file():
         try:
             model_type = str(json.loads(config.read_text()).get("model_type", ""))

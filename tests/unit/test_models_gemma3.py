@@ -89,6 +89,7 @@ def test_base_licences():
     assert base_licence("smollm2-135m-instruct") == "Apache-2.0"
     assert base_licence(GEMMA3_NAME) == "Gemma Terms of Use, https://ai.google.dev/gemma/terms"
     assert base_licence("someone/else").startswith("unknown")
+    assert base_licence(cache_root() / "models" / "smollm2-135m-instruct") == "Apache-2.0"
 
 
 def test_missing_gemma_packages_say_which_pip_command(tmp_path, monkeypatch):
