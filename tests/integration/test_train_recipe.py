@@ -105,6 +105,7 @@ def test_stage_writes_every_artifact(stage1):
         metrics["git_commit"],
         "lora:",
         "not tracked (MLFLOW_TRACKING_URI unset)",
+        "| base model licence | Apache-2.0 (SmolLM2 tokenizer; random weights) |",
     ):
         assert fact in card
 
@@ -180,6 +181,8 @@ def test_stage2_starts_from_stage1_merged_weights(stage1, data_dir, tmp_path):
     assert metrics["merged_weights_sha256"] != stage1_metrics["merged_weights_sha256"]
     card = (tmp_path / "stage2-run" / "MODEL_CARD.md").read_text()
     assert stage1_metrics["merged_weights_sha256"] in card
+    # stage 2's base is stage 1's merge: the licence is still the original base's
+    assert "| base model licence | Apache-2.0 (SmolLM2 tokenizer; random weights) |" in card
 
 
 def test_mlflow_run_gets_params_metrics_artifacts_and_id_in_card(

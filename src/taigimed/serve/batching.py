@@ -18,6 +18,19 @@ the model and runs a step loop over a *running batch* with a KV cache:
 5. Finished rows (EOS, max_tokens, a stop string, the context limit, or a client that went
    away) leave the batch at once; leading all-padding columns are trimmed from the cache.
 
+Sliding-window models (Gemma 3: five of every six layers attend to the last 512 tokens only):
+the cache is always a plain :func:`full_cache`, never transformers' per-layer default. The
+default gives sliding layers a ``DynamicSlidingWindowLayer`` that keeps only the last
+``window - 1`` positions and a ``cumulative_length`` counter that the mask sizes come from;
+rows of different lengths cannot be left-padded and concatenated into it, nor trimmed, without
+that counter going wrong (and a merged row of another length shifts which columns are kept).
+A full layer keeps every position, so merging, dropping and trimming stay plain tensor
+surgery, and the window is still applied: the sliding layers' mask is built on cache columns,
+and because each row's padding is all on the left, the column distance between two real tokens
+is their position distance. The cost is memory (a sliding layer holds the whole context rather
+than 512 positions) which, at ``max_model_len`` 2048 and the 270M model's one KV head, is a few
+MB per row.
+
 ``max_batch_size=1`` turns this into the naive one-request-at-a-time server the benchmark uses as
 its baseline.
 """
@@ -250,7 +263,13 @@ class ContinuousBatcher:
             mask[i, width - len(h.prompt_ids) :] = 1
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=full_cache(),
+            use_cache=True,
+        )
         logits = out.logits[:, -1, :]
         pos = mask.sum(-1)
         self._merge(rows, out.past_key_values, mask, pos)
@@ -421,6 +440,14 @@ class ContinuousBatcher:
 
     def _reset(self) -> None:
         self._rows, self._cache, self._mask, self._pos, self._last = [], None, None, None, None
+
+
+def full_cache() -> Any:
+    """An empty cache whose every layer keeps every position (see the module docstring): the
+    only kind whose rows can be merged, dropped and trimmed, sliding-window layers included."""
+    from transformers import DynamicCache
+
+    return DynamicCache()  # no config: every layer a full DynamicLayer, none sliding
 
 
 def _left_pad_cache(cache: Any, pad: int) -> None:

@@ -18,6 +18,10 @@ carries
 * label -100 on the first token of every example, so no loss term predicts one example's first
   token from the previous example's last token.
 
+In a sliding-window layer (Gemma 3: 512 tokens in five of every six layers) per-example causal
+attention alone would let an example longer than the window see past it; such a segment also
+gets the sliding band, so the window holds inside a packed row exactly as alone.
+
 With these three, each packed example's logits equal its logits when run alone (tested in
 ``tests/unit/test_train_packing.py``, which also shows that plain causal attention over the
 same row does leak). Per-example attention is what makes packing pay on CPU: a block-diagonal
@@ -264,7 +268,9 @@ def packed_sdpa_attention(
     example, and the ``is_causal`` path needs no mask tensor at all. With a ``shared_prefix``
     of ``p`` tokens the row is ``[prefix, example 1, example 2, ...]``: the prefix attends to
     itself, and each example's ``n`` queries to the prefix's keys and its own under a
-    lower-right causal ``n x (p + n)`` mask.
+    lower-right causal ``n x (p + n)`` mask. In a sliding-window layer (Gemma 3 passes
+    ``sliding_window``) a segment longer than the window gets the sliding band as well, so a
+    packed example never sees further back than it would alone.
     """
     from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 
@@ -281,20 +287,36 @@ def packed_sdpa_attention(
     groups = getattr(module, "num_key_value_groups", 1)
     key, value = repeat_kv(key, groups), repeat_kv(value, groups)
     queries, keys, values = (t.split(lengths, dim=2) for t in (query, key, value))
+    window = kwargs.get("sliding_window") or None  # a sliding layer's span (Gemma 3), else None
     outputs = []
     for index, (q, k, v) in enumerate(zip(queries, keys, values, strict=True)):
         mask = None
+        offset = 0  # the first query's index among this segment's keys
         if shared_prefix and index > 0:  # an example after the prefix: see prefix + itself
             k, v = torch.cat([keys[0], k], dim=2), torch.cat([values[0], v], dim=2)
-            n = q.shape[2]
-            mask = torch.ones(n, shared_prefix + n, dtype=torch.bool, device=q.device)
-            mask = mask.tril(diagonal=shared_prefix)
+            offset = shared_prefix
+        n = q.shape[2]
+        if offset or (window is not None and n > window):
+            mask = _segment_mask(n, offset, window, q.device)
         outputs.append(
             F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout, scale=scaling, is_causal=mask is None
             )
         )
     return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+
+
+def _segment_mask(n: int, offset: int, window: int | None, device: torch.device) -> torch.Tensor:
+    """``n x (offset + n)`` boolean mask: query ``i`` (at key index ``offset + i``) sees key
+    ``j`` when ``j <= offset + i`` and, in a sliding layer, ``offset + i - j < window`` (the
+    band transformers' sliding-window masks use), so an example longer than the window attends
+    within the window exactly as it would alone."""
+    query_at = torch.arange(n, device=device)[:, None] + offset
+    key_at = torch.arange(offset + n, device=device)[None, :]
+    mask = key_at <= query_at
+    if window is not None:
+        mask &= query_at - key_at < window
+    return mask
 
 
 def register_packed_attention() -> str:

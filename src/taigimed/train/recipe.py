@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from taigimed.config import ConfigError, to_dict
-from taigimed.models import load_tokenizer, resolve_model, write_model_dir
+from taigimed.models import base_licence, load_tokenizer, resolve_model, write_model_dir
 from taigimed.spec import (
     ModelSpec,
     fingerprint,
@@ -427,6 +427,11 @@ class StageRecipe:
         )
         return metrics
 
+    def base_licence(self) -> str:
+        """The licence of the original base model (stage 2's base is stage 1's merge of it)."""
+        earlier = read_spec(self.base_dir)
+        return base_licence(earlier.base_model if earlier else self.base_model)
+
     def metrics(self) -> dict[str, Any]:
         dp = self.device_plan
         data = {
@@ -443,6 +448,7 @@ class StageRecipe:
         return {
             "stage": self.stage,
             "base_model": str(self.base_model),
+            "base_licence": self.base_licence(),
             "base_dir": str(self.base_dir),
             "base_weights_sha256": self.base_sha256,
             "merged_weights_sha256": self.merged_sha256,

@@ -100,6 +100,7 @@ def model_card(metrics: dict[str, Any], config: Any) -> str:
 | | |
 | --- | --- |
 | base model | `{metrics["base_model"]}` |
+| base model licence | {metrics.get("base_licence") or "-"} |
 | base weights sha256 | `{metrics["base_weights_sha256"]}` |
 | merged weights sha256 | `{metrics.get("merged_weights_sha256", "-")}` |
 | git commit | `{metrics["git_commit"]}` |
