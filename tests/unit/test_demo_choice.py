@@ -57,3 +57,19 @@ def test_base_model_fallback_gets_the_knowledge_index(tmp_path):
     index = HybridIndex.load(folder)
     hits = index.search("咳嗽喉嚨痛愛按怎照顧？", 3)
     assert hits and len(hits) == 3
+
+
+def test_the_gemma_profile_is_demo_cpu_with_only_the_base_model_and_batch_changed():
+    """The base-model comparison is fair only while the two profiles stay the same elsewhere."""
+    from taigimed.utils import REPO_ROOT
+
+    cpu, gemma = REPO_ROOT / "configs/demo-cpu", REPO_ROOT / "configs/demo-cpu-gemma"
+    assert sorted(p.name for p in cpu.glob("*.yaml")) == sorted(
+        p.name for p in gemma.glob("*.yaml")
+    )
+    for path in cpu.glob("*.yaml"):
+        if path.name in ("data.yaml", "train.yaml"):
+            continue
+        twin = (gemma / path.name).read_text().replace("demo-cpu-gemma", "demo-cpu")
+        assert twin == path.read_text(), f"{path.name} drifted: copy it to {gemma}"
+    assert base_model_of(str(gemma), {}) == "gemma3-270m"
