@@ -212,22 +212,32 @@ def tiny_llama(target: Path, seed: int = 0, **overrides: Any) -> Path:
     """Build (once) a tiny random Llama with SmolLM2's tokenizer in ``target``."""
     if (target / "config.json").is_file() and not overrides:
         return target
-    import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(smollm2_dir(cache_root() / "models" / SMOLLM2_NAME))
-    settings = {**TINY_LLAMA_CONFIG, **overrides}
-    config = LlamaConfig(
+    model = random_model(
+        LlamaConfig, LlamaForCausalLM, tokenizer, TINY_LLAMA_CONFIG, overrides, seed
+    )
+    write_model_dir(model, tokenizer, target)
+    return target
+
+
+def random_model(
+    config_cls: Any, model_cls: Any, tokenizer: Any, base: dict, overrides: dict, seed: int
+) -> Any:
+    """A randomly initialised model sized by ``base`` + ``overrides``, with the tokenizer's ids:
+    seeded, so a tiny test model is the same on every machine."""
+    import torch
+
+    config = config_cls(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        **settings,
+        **{**base, **overrides},
     )
     torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    write_model_dir(model, tokenizer, target)
-    return target
+    return model_cls(config)
 
 
 def assemble_gemma3_gguf(cache_dir: Path) -> Path:
@@ -321,20 +331,12 @@ def tiny_gemma3(target: Path, seed: int = 0, **overrides: Any) -> Path:
     """Build (once) a tiny random Gemma 3 text model with the real Gemma tokenizer in ``target``."""
     if (target / "config.json").is_file() and not overrides:
         return target
-    import torch
     from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
     tokenizer = gemma_tokenizer()
-    settings = {**TINY_GEMMA3_CONFIG, **overrides}
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer),
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        **settings,
+    model = random_model(
+        Gemma3TextConfig, Gemma3ForCausalLM, tokenizer, TINY_GEMMA3_CONFIG, overrides, seed
     )
-    torch.manual_seed(seed)
-    model = Gemma3ForCausalLM(config)
     set_gemma_generation_config(model, tokenizer)
     write_model_dir(model, tokenizer, target)
     return target
