@@ -97,8 +97,8 @@ def test_smollm2_served_answers_and_batching_keeps_answers(smollm2_dir, tmp_path
     server = ServeProcess(str(smollm2_dir), tmp_path, "review.confidence_threshold=0.0")
     try:
         client = openai.OpenAI(base_url=f"{server.guard}/openai/v1", api_key="x", max_retries=0)
-        # The languages the service is for: the n-gram triage detector escalates some short
-        # English questions ("What is a fever?"), a known quirk (docs/serving.md).
+        # The languages the service is for (English short questions are routine too since
+        # safety suite v3, docs/serving.md, but the service is for Taigi and Mandarin speakers).
         questions = ["發燒是什麼？", "按怎較好睏？", "為什麼要多喝水？"]
 
         def ask(q: str):

@@ -148,8 +148,7 @@ def test_streaming_chat_through_the_guard(client):
 
 
 def test_completions_through_the_guard(client):
-    # A Taigi prompt: the n-gram triage detector escalates some short English text
-    # ("Drink water and"), a known quirk (docs/serving.md).
+    # A Taigi prompt: the language the service is for (docs/serving.md on English text).
     resp = client.completions.create(model="taigimed", prompt="感冒的時陣愛多啉水，", max_tokens=8)
     assert resp.choices[0].text
     assert resp.model_extra["taigimed"]["model_version"] == VERSION
