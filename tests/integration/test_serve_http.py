@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -526,9 +527,36 @@ def test_guard_answers_503_when_predictor_is_down(tmp_path):
         assert httpx.get(f"{url}/v2/health/ready").status_code == 503
         resp = chat(url, "感冒")
         assert resp.status_code == 503 and resp.headers["retry-after"]
+        assert "predictor unreachable: ConnectError" in resp.json()["error"]["message"]
         assert chat(url, "我胸坎痛").json()["taigimed"]["status"] == "escalated"
     finally:
         server.stop()
+
+
+def test_a_predictor_slower_than_the_timeout_is_named_as_such(tmp_path):
+    """Alive but silent (a listening socket nobody answers): the 503 says it timed out, not an
+    empty 「predictor unreachable: 」 (what the demo printed on an overloaded machine)."""
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)  # the kernel accepts the connection; nothing ever replies
+    args = [
+        "--predictor-url",
+        f"http://127.0.0.1:{silent.getsockname()[1]}",
+        f"review.store_url=sqlite:///{tmp_path / 'r.db'}",
+        "limits.predictor_timeout_s=1",
+    ]
+    server = Server("taigimed.serve.guard", args, tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        while not server.port_file.is_file() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        url = f"http://127.0.0.1:{json.loads(server.port_file.read_text())['port']}"
+        resp = chat(url, "感冒")
+        assert resp.status_code == 503
+        assert "did not answer within 1 s (ReadTimeout)" in resp.json()["error"]["message"]
+    finally:
+        server.stop()
+        silent.close()
 
 
 # -- which version answered: one guard in front of several predictor versions -----------------

@@ -73,6 +73,18 @@ class GuardContext:
             503, message, type="service_unavailable", headers=self.admission.retry_after()
         )
 
+    def predictor_failed(self, err: httpx.HTTPError) -> oa.APIError:
+        """The 503 for a failed predictor call, saying which failure: httpx's timeouts carry an
+        empty message, and 「predictor unreachable: 」 sent an operator looking for a dead pod
+        when the predictor was alive but slower than ``limits.predictor_timeout_s``."""
+        if isinstance(err, httpx.TimeoutException):
+            seconds = self.cfg.limits.predictor_timeout_s
+            return self.unavailable(
+                f"predictor did not answer within {seconds:g} s ({type(err).__name__}); "
+                "it may be overloaded: retry later, or raise limits.predictor_timeout_s"
+            )
+        return self.unavailable(f"predictor unreachable: {type(err).__name__}: {err}")
+
 
 def load_knowledge(folder: str, store: ReviewStore) -> Any:
     """The served retrieval index, with every approval already in the review store added."""

@@ -122,7 +122,7 @@ class Guard:
         app.add_exception_handler(httpx.HTTPError, self._predictor_down_handler)
 
     async def _predictor_down_handler(self, _: Request, err: Exception) -> JSONResponse:
-        return error_response(self.ctx.unavailable(f"predictor unreachable: {err}"))
+        return error_response(self.ctx.predictor_failed(err))
 
 
 class GuardModel(kserve.Model):

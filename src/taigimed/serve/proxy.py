@@ -148,7 +148,7 @@ class OpenAIProxy:
             return error_response(err)
         except httpx.HTTPError as err:
             status = 503
-            return error_response(self.ctx.unavailable(f"predictor unreachable: {err}"))
+            return error_response(self.ctx.predictor_failed(err))
         finally:
             if not tracker.deferred:
                 tracker.finish(status)
@@ -444,7 +444,7 @@ class OpenAIProxy:
             yield oa.SSE_DONE
         except httpx.HTTPError as err:
             status = 503
-            yield oa.sse(self.ctx.unavailable(f"predictor unreachable: {err}").body())
+            yield oa.sse(self.ctx.predictor_failed(err).body())
         finally:
             tracker.finish(status)
 
