@@ -112,6 +112,11 @@ def ask(page, question: str, status: str):
     page.press("#question", "Enter")
     card = page.locator(f".answer[data-status='{status}']").last
     card.wait_for(timeout=WAIT_MS)
+    if status != "needs_review":
+        # The status arrives with the stream's first chunk and the text after it; the feedback
+        # row is drawn once the stream has ended, so wait for it before reading the text (on a
+        # loaded machine the check once ran between the two and read an empty text).
+        card.locator(".feedback").wait_for(timeout=WAIT_MS)
     return card
 
 
