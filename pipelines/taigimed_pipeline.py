@@ -95,7 +95,9 @@ def retried(task: dsl.PipelineTask) -> dsl.PipelineTask:
 )
 def taigimed_pipeline(
     profile: str = "configs/demo-cpu",
-    base_model: str = "smollm2-135m-instruct",
+    # "" = the profile's train.yaml base_model (configs/demo-cpu: SmolLM2, demo-cpu-gemma: Gemma
+    # 3 270M, gpu-8b: TAIDE 8B); a name here overrides the profile for the whole run.
+    base_model: str = "",
     data_overrides: str = "",
     replay_fraction: float = 0.2,
     train_overrides: str = "",

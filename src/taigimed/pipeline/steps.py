@@ -159,7 +159,10 @@ def evaluate_step(
         policy = policy_from_settings(serve_cfg.policy)
         knowledge = eval_knowledge(cfg, index_dir)
         spec = read_spec(candidate_dir)
-        models: dict[str, str | None] = {"candidate": candidate_dir, "base": base_model or None}
+        # The base the candidate was trained from, as its spec records it (the pipeline's
+        # parameter, or the profile's train.yaml when that is empty): one source for both.
+        base = base_model or spec.base_model or None
+        models: dict[str, str | None] = {"candidate": candidate_dir, "base": base}
         champion_dir = local_model_dir(registry.storage_uri(champion)) if champion else None
         models["champion"] = str(champion_dir) if champion_dir else None
         for role, model in models.items():
