@@ -109,16 +109,18 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
         "喉嚨腫", "嚨喉腫", "嚨喉絚", "過敏性休克", "起疹…喘", "喉嚨…卡住", "眼睛腫", "嘴唇腫",
         "anaphylaxis",
         "虎頭蜂", "喉嚨…緊", "喉嚨…腫", "naau…an", "naau…thng", "規身軀腫", "面腫", "嘴唇…腫",
+        "throat…closing", "tongue…swell", "face…swell", "lips…swell", "swelling up",
     ),
     "unconscious": (
         "昏倒", "無意識", "叫袂醒", "叫不醒", "失去意識", "無反應", "沒有反應", "攏無應",
         "unconscious",
         "叫袂起來", "叫袂清醒", "昏去", "pass out", "passed out", "kio…bo in", "應袂出來",
-        "袂精神", "倒在…叫",
+        "袂精神", "倒在…叫", "collapse", "no pulse",
     ),
     "overdose": (
-        "規排", "整排", "整盒", "規罐", "一整罐", "一口氣吞", "吞了", "食傷濟", "吃太多藥",
-        "一次吃掉",
+        "規排", "整排", "整盒", "規罐", "一整罐", "一口氣吞", "吞了", "藥…食傷濟", "吃太多藥",
+        "一次吃掉", "empty bottle", "took a lot", "took all", "whole bottle", "whole box",
+        "kui pâi", "kui kuàn", "kui a̍p",
     ),
     "pregnancy_bleeding": ("落紅…澹", "有身…流血", "懷孕…出血", "pregnant…bleeding"),
     "co_poisoning": ("燒炭", "火炭", "hue-thuann", "木炭"),
@@ -129,7 +131,7 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
     ),
     "poisoning": ("漂白水", "誤食", "農藥", "整瓶", "喝光", "啉落去", "poison", "老鼠藥",
     "清潔劑", "洗碗精", "喝下去",
-    "誤喝", "殺蟲劑"),
+    "誤喝", "殺蟲劑", "lim…sat-thang", "啉…殺蟲", "喝…殺蟲"),
 }
 
 # Red flags that need two facts together: (category, pattern A, pattern B) on normalised text.
@@ -151,7 +153,9 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
     (
         "hypoglycaemia",
         r"(血糖|糖尿病|胰島素|insulin|hueh-?thng|拍.{0,2}針)",
-        r"(冷汗|kuann-?tsui|手.{0,2}(顫|抖|tsun)|反應.{0,2}慢|叫袂|茫|昏|講話.{0,2}(怪|黏)|不太回應|應話|bong|(?<!\d)([1-4]\d|5[0-4])(?!\d))",
+        # A reading below 55; a number followed by a unit is a dose (「平常拍12 unit」), not one.
+        r"(冷汗|kuann-?tsui|手.{0,2}(顫|抖|tsun)|反應.{0,2}慢|叫袂|茫|昏|講話.{0,2}(怪|黏)|不太回應|應話|bong"
+        r"|(?<!\d)([1-4]\d|5[0-4])(?![\d.])(?!(unit|單位|u(?![a-z])|iu|cc|ml|mg|粒|顆|歲|kg|公斤)))",
     ),
     # Head injury in someone older or on blood thinners: a fall or knock, then drowsiness,
     # vomiting, confusion, a worsening headache, or the anticoagulant itself.
@@ -180,12 +184,19 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
     ),
 )
 
+# A pair that is not a red flag when the message also says this: pills offered or shared
+# (「欲分我30粒，我敢會使食？」) are a referral question, not pills swallowed.
+PAIR_EXCEPTIONS: dict[str, str] = {
+    "overdose": r"(分我|借我|要分|欲分|送我|share|giveme)",
+}
+
 # Red-flag words that, on their own, are only a mention: an escalation unless the message is
 # framed as information, prevention, the past or learning (「我昨昏看電視講中風的預防」). A
 # symptom phrase (喙歪, 講話大舌) always escalates, whatever the frame.
 MENTION_ONLY: tuple[str, ...] = (
     "中風", "stroke", "tiong-hong", "昏倒", "自殺", "seizure", "抽搐", "癲癇", "抽筋",
     "suicide", "unconscious", "anaphylaxis", "poison", "大石頭", "哽著", "噎到", "燒炭",
+    "seizure",
 )
 INFO_FRAMES: tuple[str, ...] = (
     "預防", "復健", "前兆", "了解", "想要學", "學起來", "欲學", "課", "講座", "資訊", "新聞",
@@ -193,7 +204,11 @@ INFO_FRAMES: tuple[str, ...] = (
     "以前", "出院", "了後",
     "中風過", "過的人", "的人", "u-hong", "防範", "注意什麼", "保暖", "first aid", "若有人",
     "先學", "欲按怎救", "要怎麼救", "tv", "show about", "prevent", "lower the risk", "危險嗎",
-    "取暖", "liau-au", "after stroke",
+    "取暖", "liau-au", "after stroke", "i-tsing", "i-cheng", "bat tiong-hong", "tian-si",
+    "sin-bun", "siann-mih i-su", "what does…mean", "i-king…ni", "tsa-tsing", "tiong-hong kue",
+    "had a stroke", "since her stroke", "since his stroke", "is it true", "no seizure",
+    "well controlled", "last year", "beh o̍h", "khuànn tshut", "an-iong-inn", "安養院", "住院",
+    "穩定", "stable",
 )
 # A red flag the user says a doctor has already examined and explained (「胸坎痛，醫生檢查了講
 # 是胃食道逆流」) is history, not an emergency, unless the same turn says something is happening
@@ -207,28 +222,44 @@ NOW_CUES: tuple[str, ...] = (
     "又", "更", "愈來愈", "越來越",
 )
 
+# Everyday phrases that contain a red-flag word and mean something harmless: a calf cramp is
+# not a seizure (「逐早起床跤後肚會抽筋」). Removed before the red-flag rules read the text.
+HARMLESS_SYMPTOM_PHRASES: tuple[str, ...] = (
+    "跤後肚…抽筋", "跤…抽筋", "小腿…抽筋", "腿…抽筋", "leg cramp", "kha-au-too…tiuh-kin",
+)
+
 # Requests that must go to a doctor or pharmacist rather than be answered by the model.
 REFERRAL_PATTERNS: tuple[str, ...] = (
     "開藥", "開處方", "處方", "幫我開", "替我開", "開寡", "食幾粒", "吃幾顆", "幾mg", "幾毫克",
     "劑量", "藥量", "減量", "停藥", "自己停", "停掉", "一起吃嗎",
-    "加倍食", "加倍吃", "抗生素予我", "買抗生素", "kuí liap", "tsia̍h kuí", "幾單位",
+    "加倍食", "加倍吃", "抗生素予我", "買抗生素", "kuí liap", "幾單位",
     "double dose", "prescription for", "give me…antibiotic",
     "prescribe", "dosage", "how many mg", "開…予我", "共我開", "幫我開", "會使開",
+    "愛醫生開", "要醫生開", "需要醫生開", "醫生開才", "without prescription",
 )
 # A medicine named together with a question about amount, stopping, sharing or combining is a
 # referral too (「血壓藥會使加做兩粒無？」); either half alone is not (「鹽要吃多少？」).
 MEDICINES: tuple[str, ...] = (
     "藥", "錠", "胰島素", "抗生素", "普拿疼", "類固醇", "aspirin", "阿斯匹靈", "warfarin",
-    "抗凝血", "statin", "metformin", "ibuprofen", "布洛芬", "抗組織胺", "io̍h", "panadol",
-    "威而鋼", "pill", "tablet", "medicine", "antibiotic",
+    "抗凝血", "statin", "metformin", "ibuprofen", "布洛芬", "抗組織胺", "panadol",
+    "威而鋼", "pill", "tablet", "medicine", "antibiotic", "華法林", "保栓通", "銀杏", "魚油",
+    "中藥", "保健食品", "ロキソニン", "insulin", "劑", "糖漿", "syrup", "貼布", "patch", "維他命",
+    "vitamin", "digoxin", "毛地黃", "ointment", "supplement", "khòng-sing-sòo", "paracetamol",
+    "antidepressant", "capsule", "refill", "colchicine", "insuln", "抗生",
 )
+# 藥 in Tâi-lô/POJ is io̍h, which folded text also holds inside tio̍h (著), hio̍h (歇), o̍h (學)
+# (khì o̍h, "go to learn"): matched on its own or after another syllable (hueh-ap io̍h,
+# hueh io̍h), not inside tio̍h, sio̍h, lio̍h, after khì, or as hio̍h-khùn (歇睏, rest).
+ROMANISED_MEDICINE = re.compile(r"(?<![tsl])(?<!kh)ioh(?!khun)")
 MEDICINE_QUESTIONS: tuple[str, ...] = (
     "食偌濟", "吃多少", "幾粒", "幾顆", "幾次", "幾擺", "幾cc", "kui cc", "幾毫升", "幾ml",
-    "加量", "加做", "加到",
+    "加量", "加做", "加到", "加拍", "加打", "unit",
     "兩粒", "一擺食", "停", "莫食", "不吃", "毋食", "thing", "thenn", "減", "kiam", "借我",
     "分我",
-    "我可以吃", "敢會使食", "會使食", "先食", "做伙食", "一起吃", "配", "佮", "跟", "kap",
-    "tso-hue",
+    "我可以吃", "敢會使食", "會使食", "會使…食", "先食", "做伙食", "一起吃", "配", "佮", "跟",
+    "kap", "tso-hue", "tsia̍h kuí", "ē-sái…tsia̍h", "guā-tsē", "m̄ tsia̍h", "pó tsia̍h",
+    "nn̄g hūn", "how much", "can…take", "take both", "take extra", "extra today", "at once",
+    "make up", "ok or not", "is it safe", "ē-sái",
     "開", "換較強", "how many", "stop taking", "together with", "after drink", "with alcohol",
     "with wine", "double", "share",
 )
@@ -237,6 +268,7 @@ MEDICINE_QUESTIONS: tuple[str, ...] = (
 # rules read the text. Written from the v2 train split's routine questions.
 HARMLESS_MEDICINE_PHRASES: tuple[str, ...] = (
     "配燒水", "配開水", "配冷水", "配溫水", "配白滾水", "配水", "開封", "處方箋", "處方籤",
+    "蠓仔藥", "殺蟲藥", "噴藥",
 )
 # fmt: on
 
@@ -313,6 +345,8 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
     and phrases (``taigimed.triage.normalise.fold`` in the triage chain)."""
     policy = policy or GuardPolicy()
     norm = fold(text)
+    for phrase in HARMLESS_SYMPTOM_PHRASES:
+        norm = phrase_pattern(phrase, fold).sub(" ", norm)
     categories, matched = [], []
     resolved = _framed(norm, RESOLVED_FRAMES, fold) and not _framed(norm, NOW_CUES, fold)
     for category, phrases in policy.red_flags.items():
@@ -326,7 +360,7 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
             matched.extend(hits)
     for category, first, second in policy.red_flag_pairs:
         a, b = re.search(first, norm), re.search(second, norm)
-        if a and b:
+        if a and b and not re.search(PAIR_EXCEPTIONS.get(category, "(?!)"), norm):
             if category not in categories:
                 categories.append(category)
             matched.extend([a.group(0), b.group(0)])
@@ -353,14 +387,33 @@ def is_referral_request(
 ) -> bool:
     """True when the user asks for a prescription or a dose."""
     policy = policy or GuardPolicy()
+    norm = _medicine_text(text, fold)
+    if any(contains(norm, p, fold) for p in policy.referral_patterns):
+        return True
+    return _names_medicine(norm, fold) and any(contains(norm, q, fold) for q in MEDICINE_QUESTIONS)
+
+
+def _medicine_text(text: str, fold: Fold) -> str:
+    """The folded text with the harmless phrases that hold a medicine word removed."""
     norm = fold(text)
     for phrase in HARMLESS_MEDICINE_PHRASES:
         norm = phrase_pattern(phrase, fold).sub(" ", norm)
-    if any(contains(norm, p, fold) for p in policy.referral_patterns):
-        return True
-    return any(contains(norm, m, fold) for m in MEDICINES) and any(
-        contains(norm, q, fold) for q in MEDICINE_QUESTIONS
-    )
+    return norm
+
+
+def _names_medicine(norm_text: str, fold: Fold) -> bool:
+    named = any(contains(norm_text, m, fold) for m in MEDICINES)
+    return named or ROMANISED_MEDICINE.search(norm_text) is not None
+
+
+def names_medicine(text: str, fold: Fold = normalise) -> bool:
+    """True when ``text`` names a medicine (藥, a drug name, pill, insulin ...).
+
+    The learned detectors' refer class must see one before it refers: every dose request in
+    suites v1-v3 names a medicine once the list has 劑, 糖漿 and 貼布, while the routine
+    questions the n-grams referred (「番薯會使食無？一擺食偌濟？」, 「六十五歲猶閣會使捐血無？」)
+    name none; they only share the shape of the question."""
+    return _names_medicine(_medicine_text(text, fold), fold)
 
 
 def has_disclaimer(text: str) -> bool:

@@ -99,3 +99,28 @@ def test_english_newborn_fever_needs_age_and_fever():
 def test_an_amount_of_water_is_not_a_dose_but_an_amount_of_syrup_is():
     assert not g.is_referral_request("一工愛啉幾ｃｃ的水較好？")
     assert g.is_referral_request("囡仔咳嗽藥水愛啉幾cc？")
+
+
+def test_a_calf_cramp_is_not_a_seizure_but_a_body_that_jerks_is():
+    assert not g.triage("我逐早起床跤後肚會抽筋，是毋是欠鈣？").escalate
+    assert not g.triage("My grandma gets leg cramps at night").escalate
+    assert g.triage("阮阿公規身軀咧抽筋，叫袂醒").escalate
+    assert g.triage("伊一直抽筋").escalate
+
+
+def test_insulin_units_are_a_dose_and_a_low_reading_is_not():
+    dose = "阮阿母 insulin 平常拍１２ unit，今仔日食較濟，敢會使加拍４ unit？"
+    assert not g.triage(dose).escalate and g.is_referral_request(dose)
+    assert g.triage("阿公有糖尿病，血糖 45，一直流冷汗").escalate
+
+
+def test_pills_offered_are_a_referral_and_pills_swallowed_an_overdose():
+    offered = "阿妹仔講伊彼款降血糖的藥仔效果較好，欲分我３０粒，我敢會使食？"
+    assert not g.triage(offered).escalate and g.is_referral_request(offered)
+    assert "overdose" in g.triage("阿公頭拄仔食30粒安眠藥").categories
+
+
+def test_a_past_stroke_or_tv_in_romanisation_is_a_mention():
+    assert not g.triage("Góa ê a-bú í-chêng bat tiòng-hong, chit-má hó kah bô būn-tē ah").escalate
+    assert not g.triage("Guá tsa̍h-àm khuànn tiān-sī kóng tiòng-hong ê sî-tsūn").escalate
+    assert g.triage("A-bú tiòng-hong ah! Kín lâi!").escalate

@@ -132,6 +132,28 @@ def test_one_embedding_per_request_and_none_when_the_rules_already_escalated(fak
     assert embed.calls == 1
 
 
+def test_a_detector_refers_only_when_the_question_names_a_medicine(tmp_path):
+    """The refer class learns the shape of a dose question (「一擺愛偌濟？」); sweet potatoes
+    share the shape, so a detector's referral also needs a medicine named."""
+    x = np.array([[1.0, 0.0, 0.0]] * 10 + [[0.0, 1.0, 0.0]] * 10 + [[0.0, 0.0, 1.0]] * 10)
+    y = np.array([0] * 10 + [1] * 10 + [2] * 10)
+    w = fit_softmax(x + np.random.default_rng(0).normal(0, 0.01, x.shape), y, len(LABELS))
+    w.thresholds = {"escalate": 0.5, "refer": 0.5}
+    (tmp_path / "w.json").write_text(json.dumps(w.to_json()))
+
+    def embed(texts):
+        return np.array([[0.0, 1.0, 0.0] if "偌濟" in t else [0.0, 0.0, 1.0] for t in texts])
+
+    cfg = TriageConfig(
+        rules=False, ngram=False, detector=True, detector_weights=str(tmp_path / "w.json")
+    )
+    chain = TriageChain(cfg, embed=embed)
+    assert chain.triage("阿公的降血壓藥仔一擺愛偌濟？").fired == ["detector:refer"]
+    assert chain.triage("insulin 一擺愛偌濟？").refer
+    sweet_potato = chain.triage("番薯一擺食偌濟較適當？")
+    assert not sweet_potato.refer and sweet_potato.scores["detector:refer"] > 0.5
+
+
 def test_escalation_off_in_the_policy_escalates_nothing(fake_weights):
     chain = TriageChain(TriageConfig(ngram=False))
     policy = guardrails.GuardPolicy(escalate_red_flags=False)

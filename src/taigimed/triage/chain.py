@@ -8,6 +8,10 @@ millisecond, on by default) and a multilingual-e5-small embedding classifier
 (``taigimed.triage.detector``: ~25 ms per uncached text on one core, off by default, so the
 chain keeps the guard's 5 ms triage budget; docs/evaluation.md has both measured).
 
+A detector's refer class counts only when the latest turn names a medicine
+(``guardrails.names_medicine``): a dose request always does, and routine questions with a
+dose-like shape (「一擺食偌濟較適當？」 about sweet potatoes) do not.
+
 Whole conversations: each user turn is triaged by the rules (they are cheap), and the
 detectors read the user turns joined (one feature vector, one embedding per request). A red
 flag in any earlier turn keeps the conversation escalated: 「我胸坎足痛，喘袂過」 followed by
@@ -152,7 +156,11 @@ class TriageChain:
                     result.escalate = True
                     result.fired.append(name)
                     break
-                if not result.refer and detector.fires(scores, "refer"):
+                if (
+                    not result.refer
+                    and detector.fires(scores, "refer")
+                    and guardrails.names_medicine(user_turns[-1], self.fold)
+                ):
                     result.refer = True
                     result.fired.append(f"{name}:refer")
         return result
