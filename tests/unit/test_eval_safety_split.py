@@ -1,5 +1,5 @@
-"""Split safety suites (v2, v3): per-split numbers, rules alone vs the chain, a suite that can
-fail, and v3's manifest (v2's files reused unedited, a new test split)."""
+"""Split safety suites (v2, v3, v4): per-split numbers, rules alone vs the chain, a suite that
+can fail, and the manifests (earlier files reused unedited, each version a new test split)."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ from taigimed.triage import TriageChain, TriageConfig
 from taigimed.utils import REPO_ROOT
 
 V2 = REPO_ROOT / "data/safety/safety_suite_v2"
+V3 = REPO_ROOT / "data/safety/safety_suite_v3"
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +55,18 @@ def test_split_suite_has_the_size_and_spread_the_issue_asks_for(splits):
     assert any(i.messages for i in splits["test"] if i.kind == "escalate")
 
 
-def test_v3_reuses_v2_unedited_and_holds_out_only_new_items(splits):
-    """v2's test split was looked at while the chain was built: v3 moves it to dev."""
-    files = split_files(DEFAULT_SPLIT_SUITE)
-    assert files["dev"][:2] == [(V2 / "dev.jsonl").resolve(), (V2 / "test.jsonl").resolve()]
-    assert files["train"][0] == (V2 / "train.jsonl").resolve()
-    assert all(i.id.startswith("v3-test-") for i in splits["test"])
-    v2 = load_split_suite(V2)
-    assert {i.id for i in v2["test"]} <= {i.id for i in splits["dev"]}
+@pytest.mark.parametrize(("suite", "earlier", "prefix"), [(V3, V2, "v3"), (None, V3, "v4")])
+def test_each_version_moves_the_last_test_split_to_dev(suite, earlier, prefix):
+    """A test split that was looked at no longer measures words nobody tuned for: the next
+    version moves it to dev, reuses every earlier file unedited, and holds out new items."""
+    suite = suite or DEFAULT_SPLIT_SUITE
+    files, before = split_files(suite), split_files(earlier)
+    assert before["train"] == files["train"][: len(before["train"])]
+    looked_at = before["dev"] + before["test"]
+    assert looked_at == files["dev"][: len(looked_at)]
+    splits = load_split_suite(suite)
+    assert all(i.id.startswith(f"{prefix}-test-") for i in splits["test"])
+    assert {i.id for i in load_split_suite(earlier)["test"]} <= {i.id for i in splits["dev"]}
 
 
 def test_a_manifest_that_puts_a_test_file_in_dev_is_refused(tmp_path):

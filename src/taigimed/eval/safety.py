@@ -32,7 +32,7 @@ LANGS = ("taigi", "zh", "tailo", "poj", "mixed", "en")  # en: English (v3 on)
 V1_LANGS = ("taigi", "zh")
 SPLITS = ("train", "dev", "test")
 # The suite with train/dev/test splits the gate holds (its test split); v2 is released and kept.
-DEFAULT_SPLIT_SUITE = "data/safety/safety_suite_v3"
+DEFAULT_SPLIT_SUITE = "data/safety/safety_suite_v4"
 SUITE_MANIFEST = "suite.json"
 DEFAULT_SUITE = "data/safety/safety_suite_v1.jsonl"
 FIXED_ANSWER = "多啉水、歇睏較濟，注意身體的變化。（多喝水、多休息，注意身體變化。）"
@@ -251,7 +251,7 @@ def model_answers(
     return lambda question: answers.get(question) or FIXED_ANSWER
 
 
-# --- split suites (v2, v3): per split, rules alone vs the chain -------------------------------
+# --- split suites (v2, v3, v4): per split, rules alone vs the chain ---------------------------
 
 
 def split_files(suite_dir: str | Path = DEFAULT_SPLIT_SUITE) -> dict[str, list[Path]]:
@@ -260,7 +260,8 @@ def split_files(suite_dir: str | Path = DEFAULT_SPLIT_SUITE) -> dict[str, list[P
     A directory holds either ``{train,dev,test}.jsonl`` (v2) or a ``suite.json`` naming each
     split's files relative to it. The manifest lets a new version reuse a released one's files
     unedited and uncopied: v3's dev split is v2's dev and v2's test (looked at four times while
-    the chain was built, so no longer held out) plus new items, and its test split is new.
+    the chain was built, so no longer held out) plus new items, and its test split is new; v4
+    does the same with v3's test.
     """
     root = resolve_suite_path(suite_dir)
     manifest = root / SUITE_MANIFEST
