@@ -135,18 +135,20 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 # Red flags that need two facts together: (category, pattern A, pattern B) on normalised text.
+# The chain's fold also rewrites POJ spellings inside English words (weeks -> weiks, chills ->
+# tsills), so English in a pattern is written to match both forms.
 # A fever in an infant under three months is an emergency; neither the age nor the fever alone is.
 RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
     (
         "infant_fever",
         r"([一二兩1-2]個月大|出生[一二三四五六七八九十\d]+[週周]|[1-9]週大|滿月|未滿三個月|newborn"
-        r"|(?<!\d)[1-9]\d?days?old|(?<!\d)[1-9]\d?days(?!old)|[1-9]weeksold|[12]months?old)",
+        r"|(?<!\d)[1-9]\d?days?old|(?<!\d)[1-9]\d?days(?!old)|[1-9]w(ee|ei)ks?old|[12]months?old)",
         r"(發燒|燒到|燒起來|發熱|\d{2}(\.\d)?度|fever|feelhot|feelshot|3[89]\.\d)",
     ),
     # Sepsis: a fever (or chills) together with confusion, low blood pressure or a racing heart.
     (
         "sepsis",
-        r"(發燒|燒到|高燒|發高燒|燒\d{2}|fever|hip-?sio|huatsio|畏寒|發冷|冷顫|發抖|chills|kuann.{0,4}tsun)",
+        r"(發燒|燒到|高燒|發高燒|燒\d{2}|fever|hip-?sio|huatsio|畏寒|發冷|冷顫|發抖|(ch|ts)ills|kuann.{0,4}tsun)",
         r"(意識不清|迷糊|憨神|亂亂講|袂認得人|confused|血壓.{0,3}(低|降|\d{2}(?!\d))|心跳.{0,3}(快|緊)|sim-?t\w{0,3}.{0,4}kin|heartrate1\d\d|手跤冰|手跤冷|冰冷|gong|叫袂|不太回應|反應.{0,2}慢)",
     ),
     # Low blood sugar: diabetes, insulin or a low reading, with sweating, shaking or confusion.
@@ -351,7 +353,7 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
     resolved = _framed(norm, RESOLVED_FRAMES, fold) and not _framed(norm, NOW_CUES, fold)
     for category, phrases in policy.red_flags.items():
         hits = [p for p in phrases if contains(norm, p, fold)]
-        if hits and all(h in MENTION_ONLY for h in hits) and _info_framed(norm, fold):
+        if hits and all(h in MENTION_ONLY for h in hits) and _framed(norm, INFO_FRAMES, fold):
             hits = []  # only a mention, in a question about information or the past
         if resolved:
             hits = []  # examined and explained by a doctor, nothing new now
@@ -369,10 +371,6 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
 
 def _framed(norm_text: str, frames: tuple[str, ...], fold: Fold) -> bool:
     return any(contains(norm_text, frame, fold) for frame in frames)
-
-
-def _info_framed(norm_text: str, fold: Fold) -> bool:
-    return _framed(norm_text, INFO_FRAMES, fold)
 
 
 def escalation_text(result: Triage) -> str:

@@ -91,6 +91,15 @@ def test_a_mention_in_an_information_question_is_not_an_emergency():
     assert chain.triage("中風的預防我知，毋過伊這馬喙歪一爿").escalate  # a sign always escalates
 
 
+def test_english_pairs_match_after_the_chains_fold():
+    """The pairs are regular expressions on folded text, and fold turns POJ spellings into
+    Tâi-lô even inside English words (weeks -> weiks): a 6-week-old's fever was missed."""
+    chain = TriageChain(TriageConfig(ngram=False))
+    baby = "my baby is 6 weeks old and has a temperature of 38.5, she's sleepy"
+    assert "infant_fever" in chain.triage(baby).categories
+    assert "sepsis" in chain.triage("grandpa has chills and is confused").categories
+
+
 def test_normalisation_switch_shows_what_folding_adds():
     text = "Ａ爸心肝頭疼甲袂喘"  # full-width letter, 疼 for 痛
     assert TriageChain(TriageConfig(ngram=False)).triage(text).escalate
