@@ -166,6 +166,14 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
         r"(跋倒|跌倒|撞到頭|頭.{0,4}(挵|撞|khok|long)|挵著頭|puahto|頭殼.{0,2}撞)",
         r"(吐|嘔|愛睏|想睡|叫袂|抗凝血|保栓通|warfarin|顛三倒四|亂講|愈來愈|越來越|一直問|bo-?sing-?sin|beh-?khun|不太理人)",
     ),
+    # Chest pain that the patient's own nitroglycerin does not relieve: a second or third tablet
+    # under the tongue, or "no better", is the point where the standing advice is to call 119.
+    (
+        "chest_pain",
+        r"(nitroglycerin|硝化甘油|耐絞寧|舌下.{0,4}(錠|藥|含|粒)|含.{0,2}舌下)",
+        r"(無較輕|無較好|攏無效|無效|沒效|沒有好|沒改善|袂退|不會好|nothelp|didn'?thelp|notbetter"
+        r"|stillhurt|[兩二2三3]粒|[兩二2三3]顆|第[二三]|two|second)",
+    ),
     # Bleeding in pregnancy.
     (
         "pregnancy_bleeding",
