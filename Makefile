@@ -131,7 +131,7 @@ bench: setup vllm-env $(if $(BENCH_INSTALL),$(BENCH_STAMP)) ## benchmarks -> ben
 	  echo "== $$b ($$py)"; $$py $$b || exit 1; \
 	done
 
-triage-detector: setup ## retrain the triage detector (suite v2 train + v1; thresholds on dev; never test)
+triage-detector: setup ## retrain the triage detectors (split suite train + v1; thresholds on dev; never test)
 	$(PY) -m taigimed.triage.train
 
 tf-check: setup ## static Terraform checks (terraform fmt where the binary exists)

@@ -1,6 +1,6 @@
 """Benchmark: triage latency per request, the phrase rules alone and the whole chain.
 
-Every item of the split safety suite (v3, all splits: latency only, nothing is tuned here) is one
+Every item of the split safety suite (v4, all splits: latency only, nothing is tuned here) is one
 request: its user turns go through ``TriageChain.triage_turns`` as the guard runs it. Arms:
 
 * ``rules``: normalisation + phrase rules (both detectors off);

@@ -100,6 +100,38 @@ def test_english_pairs_match_after_the_chains_fold():
     assert "sepsis" in chain.triage("grandpa has chills and is confused").categories
 
 
+def test_chest_pain_that_nitroglycerin_does_not_relieve_escalates():
+    """A second tablet under the tongue, or none helping, is when the standing advice says 119;
+    the medicine named in a storage question is not."""
+    chain = TriageChain(TriageConfig(ngram=False))
+    assert "chest_pain" in chain.triage("阿母舌下含兩粒 nitroglycerin 攏無較輕").categories
+    assert chain.triage("Dad took a second nitroglycerin, his chest still hurts").escalate
+    assert not chain.triage("醫生開 nitroglycerin 予阿公，愛按怎囥較袂失效？").escalate
+
+
+# Everyday complaints a patient types in three or four words. None is in any suite split; the
+# served chain (rules + the packaged n-gram weights) must answer them, not send them to 119:
+# v4's first weights escalated 「頭殼痛」 and 「我頭殼痛」 (the n-grams of family words and 我
+# leaned towards emergencies when a message had nothing else to say).
+EVERYDAY_COMPLAINTS = [
+    "我頭殼有淡薄仔疼",
+    "阮翁頭殼痛",
+    "我耳空癢",
+    "阿公講伊腹肚無爽快",
+    "我的膝蓋有點痛",
+    "我流鼻水",
+    "Guá ê âu-nâ tsin sng.",
+    "my throat is sore",
+    "Grandpa has a runny nose.",
+]
+
+
+@pytest.mark.parametrize("text", EVERYDAY_COMPLAINTS)
+def test_the_served_chain_answers_everyday_complaints(text):
+    result = TriageChain(TriageConfig()).triage(text)
+    assert not (result.escalate or result.refer), (result.fired, result.scores)
+
+
 def test_normalisation_switch_shows_what_folding_adds():
     text = "Ａ爸心肝頭疼甲袂喘"  # full-width letter, 疼 for 痛
     assert TriageChain(TriageConfig(ngram=False)).triage(text).escalate
