@@ -79,7 +79,7 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
         "嘴唇…紫",
         "嘴唇…黑", "嘴唇…烏", "哽著", "噎到", "袂出聲", "講一句就", "講一句話就", "tshuan be",
         "not breathing", "cant breath", "can't breath", "cannot breath", "asthma attack",
-        "only say one", "lips…blue",
+        "only say one", "lips…blue", "嘴巴…紫", "嘴…紫色",
     ),
     "suicide": (
         "想欲死", "毋想活", "不想活", "想…自殺", "自殺", "了結性命", "結束生命",
@@ -156,15 +156,26 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
         "hypoglycaemia",
         r"(血糖|糖尿病|胰島素|insulin|hueh-?thng|拍.{0,2}針)",
         # A reading below 55; a number followed by a unit is a dose (「平常拍12 unit」), not one.
-        r"(冷汗|kuann-?tsui|手.{0,2}(顫|抖|tsun)|反應.{0,2}慢|叫袂|茫|昏|講話.{0,2}(怪|黏)|不太回應|應話|bong"
+        r"(冷汗|kuann-?tsui|手.{0,2}(顫|抖|tsun)|反應.{0,2}慢|叫袂|茫|昏|講話.{0,2}(怪|黏|亂)|不太回應|應話|bong"
+        r"|coldsweat|confused"
         r"|(?<!\d)([1-4]\d|5[0-4])(?![\d.])(?!(unit|單位|u(?![a-z])|iu|cc|ml|mg|粒|顆|歲|kg|公斤)))",
     ),
     # Head injury in someone older or on blood thinners: a fall or knock, then drowsiness,
     # vomiting, confusion, a worsening headache, or the anticoagulant itself.
     (
         "head_injury",
-        r"(跋倒|跌倒|撞到頭|頭.{0,4}(挵|撞|khok|long)|挵著頭|puahto|頭殼.{0,2}撞)",
-        r"(吐|嘔|愛睏|想睡|叫袂|抗凝血|保栓通|warfarin|顛三倒四|亂講|愈來愈|越來越|一直問|bo-?sing-?sin|beh-?khun|不太理人)",
+        r"(跋倒|跌倒|撞到頭|頭.{0,4}(挵|撞|khok|long)|挵著頭|puahto|頭殼.{0,2}撞"
+        r"|(hit|bump|bumped|knock|knocked|bang|banged)(his|her|their)?head|fell(down|over|outof|off|from|onthe|inthe)|hadafall)",
+        r"(吐|嘔|愛睏|想睡|叫袂|抗凝血|保栓通|warfarin|顛三倒四|亂講|愈來愈|越來越|一直問|bo-?sing-?sin|beh-?khun|不太理人"
+        r"|bloodthinner|xarelto|eliquis|sleepy|drowsy|confused|(?<!no)(?<!not)(?<!n't)(?<!nt)vomit"
+        r"|throwingup)",
+    ),
+    # A low oxygen reading (a pulse oximeter showing 82): below 92 is a red flag on its own. A
+    # number followed by an age or a weight is not a reading.
+    (
+        "breathing",
+        r"(血氧|含氧|氧氣|spo2|o2sat|oxygen|saturation)",
+        r"(?<!\d)([5-8]\d|9[01])(?![\d.])(?!(歲|kg|公斤|years|yearsold))",
     ),
     # Chest pain that the patient's own nitroglycerin does not relieve: a second or third tablet
     # under the tongue, or "no better", is the point where the standing advice is to call 119.
@@ -206,7 +217,7 @@ PAIR_EXCEPTIONS: dict[str, str] = {
 MENTION_ONLY: tuple[str, ...] = (
     "中風", "stroke", "tiong-hong", "昏倒", "自殺", "seizure", "抽搐", "癲癇", "抽筋",
     "suicide", "unconscious", "anaphylaxis", "poison", "大石頭", "哽著", "噎到", "燒炭",
-    "seizure",
+    "seizure", "iunn-hin", "羊暈", "羊癲", "農藥",
 )
 INFO_FRAMES: tuple[str, ...] = (
     "預防", "復健", "前兆", "了解", "想要學", "學起來", "欲學", "課", "講座", "資訊", "新聞",
@@ -218,7 +229,8 @@ INFO_FRAMES: tuple[str, ...] = (
     "sin-bun", "siann-mih i-su", "what does…mean", "i-king…ni", "tsa-tsing", "tiong-hong kue",
     "had a stroke", "since her stroke", "since his stroke", "is it true", "no seizure",
     "well controlled", "last year", "beh o̍h", "khuànn tshut", "an-iong-inn", "安養院", "住院",
-    "穩定", "stable",
+    "穩定", "stable", "siánn-mih tsìng-thāu", "啥物症頭", "什麼徵兆", "kū-nî", "舊年", "去年",
+    "中風後", "按怎囥", "囥較安全", "收較安全", "store…safe",
 )
 # A red flag the user says a doctor has already examined and explained (「胸坎痛，醫生檢查了講
 # 是胃食道逆流」) is history, not an emergency, unless the same turn says something is happening
@@ -227,9 +239,22 @@ RESOLVED_FRAMES: tuple[str, ...] = (
     "醫生…講是", "醫生…說是", "檢查…講是", "檢查…說是", "照胃鏡", "診斷是", "doctor said",
     "doctor say", "doctor check",
 )
+# 「這馬攏好矣」 (all fine now) names the present to say nothing is happening: not a now cue.
+WELL_NOW: tuple[str, ...] = ("這馬…好", "現在…好", "now…fine", "now…better", "tsit-ma…ho")
 NOW_CUES: tuple[str, ...] = (
     "這馬", "這陣", "現在", "今馬", "猶閣", "又閣", "閣再", "koh", "now", "again", "still",
     "又", "更", "愈來愈", "越來越",
+)
+
+# Words that say how small or how over something is (「小可仔流血，硩一下就停矣」, "no fever,
+# acting normal"). Not a rule: the n-gram detector reads their presence as one feature
+# (``taigimed.triage.ngram``), so it learns from every training item that has any of them
+# what each alone is seen too rarely to teach.
+REASSURANCE_CUES: tuple[str, ...] = (
+    "小可", "淡薄仔", "一點點", "一寡仔", "有點", "正常", "活跳", "就停", "停矣", "好矣", "好了",
+    "沒有了", "無矣", "無發燒", "沒發燒", "不會喘", "無咧喘", "無痛", "沒痛", "不痛", "無要緊",
+    "no pain", "no fever", "not on", "normal", "fine now", "a little", "slight", "mild",
+    "sio-khua", "tsit-tiam-a", "bo huat-sio", "tsiann-siong", "bo-iau-kin", "bo thiann",
 )
 
 # Everyday phrases that contain a red-flag word and mean something harmless: a calf cramp is
@@ -255,7 +280,8 @@ MEDICINES: tuple[str, ...] = (
     "威而鋼", "pill", "tablet", "medicine", "antibiotic", "華法林", "保栓通", "銀杏", "魚油",
     "中藥", "保健食品", "ロキソニン", "insulin", "劑", "糖漿", "syrup", "貼布", "patch", "維他命",
     "vitamin", "digoxin", "毛地黃", "ointment", "supplement", "khòng-sing-sòo", "paracetamol",
-    "antidepressant", "capsule", "refill", "colchicine", "insuln", "抗生",
+    "antidepressant", "capsule", "refill", "colchicine", "insuln", "抗生", "steroid", "cream",
+    "藥膏", "脈優", "îng-tó-sòo", "î-tó-sòo", "eye drop", "葯",
 )
 # 藥 in Tâi-lô/POJ is io̍h, which folded text also holds inside tio̍h (著), hio̍h (歇), o̍h (學)
 # (khì o̍h, "go to learn"): matched on its own or after another syllable (hueh-ap io̍h,
@@ -271,7 +297,8 @@ MEDICINE_QUESTIONS: tuple[str, ...] = (
     "nn̄g hūn", "how much", "can…take", "take both", "take extra", "extra today", "at once",
     "make up", "ok or not", "is it safe", "ē-sái",
     "開", "換較強", "how many", "stop taking", "together with", "after drink", "with alcohol",
-    "with wine", "double", "share",
+    "with wine", "double", "share", "stop", "skip", "halfway", "予我", "佗一條", "佗一款",
+    "which one",
 )
 # Everyday words that contain a referral word but ask nothing about a dose or a prescription
 # (「藥仔愛配燒水食無？」, 「藥水開封了後」, 「連續處方箋去佗領」); removed before the referral
@@ -358,7 +385,9 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
     for phrase in HARMLESS_SYMPTOM_PHRASES:
         norm = phrase_pattern(phrase, fold).sub(" ", norm)
     categories, matched = [], []
-    resolved = _framed(norm, RESOLVED_FRAMES, fold) and not _framed(norm, NOW_CUES, fold)
+    resolved = _framed(norm, RESOLVED_FRAMES, fold) and not _framed(
+        _without(norm, WELL_NOW, fold), NOW_CUES, fold
+    )
     for category, phrases in policy.red_flags.items():
         hits = [p for p in phrases if contains(norm, p, fold)]
         if hits and all(h in MENTION_ONLY for h in hits) and _framed(norm, INFO_FRAMES, fold):
@@ -381,6 +410,13 @@ def _framed(norm_text: str, frames: tuple[str, ...], fold: Fold) -> bool:
     return any(contains(norm_text, frame, fold) for frame in frames)
 
 
+def _without(norm_text: str, phrases: tuple[str, ...], fold: Fold) -> str:
+    """The folded text with every match of ``phrases`` blanked out."""
+    for phrase in phrases:
+        norm_text = phrase_pattern(phrase, fold).sub(" ", norm_text)
+    return norm_text
+
+
 def escalation_text(result: Triage) -> str:
     """The escalation message, with the suicide-prevention line when that category matched."""
     if "suicide" in result.categories:
@@ -397,6 +433,14 @@ def is_referral_request(
     if any(contains(norm, p, fold) for p in policy.referral_patterns):
         return True
     return _names_medicine(norm, fold) and any(contains(norm, q, fold) for q in MEDICINE_QUESTIONS)
+
+
+def asks_about_medicine(text: str, fold: Fold = normalise) -> bool:
+    """True when ``text`` asks about amount, stopping, skipping, sharing or combining, whatever
+    it names: the second half of a referral whose medicine was named in an earlier turn
+    (「阿公食脈優一年矣」, then 「想欲 stop 幾工，會使無？」)."""
+    norm = _medicine_text(text, fold)
+    return any(contains(norm, q, fold) for q in MEDICINE_QUESTIONS)
 
 
 def _medicine_text(text: str, fold: Fold) -> str:

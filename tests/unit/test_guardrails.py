@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from taigimed import guardrails as g
 
 
@@ -124,3 +126,43 @@ def test_a_past_stroke_or_tv_in_romanisation_is_a_mention():
     assert not g.triage("Góa ê a-bú í-chêng bat tiòng-hong, chit-má hó kah bô būn-tē ah").escalate
     assert not g.triage("Guá tsa̍h-àm khuànn tiān-sī kóng tiòng-hong ê sî-tsūn").escalate
     assert g.triage("A-bú tiòng-hong ah! Kín lâi!").escalate
+
+
+def test_an_english_head_knock_on_a_blood_thinner_escalates_and_no_vomiting_is_not_vomiting():
+    fell = "Grandma fell out of bed and hit her head. She takes Xarelto, now more sleepy"
+    assert "head_injury" in g.triage(fell).categories
+    child = "he knocked his head on the table, cried a minute, no vomiting, playing again"
+    assert not g.triage(child).escalate
+    assert not g.triage("grandad bumped his arm, he's not on blood thinners").escalate
+
+
+def test_learning_storing_and_last_year_are_mentions_in_romanisation_too():
+    assert not g.triage("Nā ū lâng hoat iûⁿ-hîn, góa siūⁿ beh o̍h--khí-lâi").escalate
+    assert not g.triage("Goán a-kū kū-nî tiong-hong, chit-má ē-tàng ka-kī kiâⁿ-lō͘").escalate
+    assert not g.triage("阮兜有囥農藥，孫仔欲來耍，欲按怎囥較安全？").escalate
+    assert g.triage("阿公啉農藥矣").escalate
+
+
+def test_well_now_is_not_something_happening_now():
+    explained = "頂個月胸坎疼去掛急診，檢查了講是胃食道逆流，這馬攏好矣。食物愛注意啥？"
+    assert not g.triage(explained).escalate
+    assert g.triage("醫生講是胃食道逆流，毋過這馬胸坎痛甲袂喘氣").escalate
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "阮小妹仔的胃葯予我食一寡，敢會使？",  # 葯, the variant of 藥
+        "my grandmother says the antibiotic upsets her stomach, can she stop it halfway?",
+        "阮阿爸 steroid 食一個月矣，想 stop，直接毋食 OK 無?",
+        "A-peh hōo guán a-kong i ê tsù-siā îng-tó-sòo, kám ē-sái iōng?",
+    ],
+)
+def test_stopping_sharing_and_romanised_insulin_are_referred(question):
+    assert g.is_referral_request(question)
+
+
+def test_a_low_oxygen_reading_and_english_hypoglycaemia_signs_escalate():
+    assert "breathing" in g.triage("阿嬤嘴巴紫色，氧氣機寫82").categories
+    assert not g.triage("阿公85歲，血氧97，正常無？").escalate  # an age, and a normal reading
+    assert "hypoglycaemia" in g.triage("阿嬤打 insulin 了後無食，這馬 cold sweat").categories

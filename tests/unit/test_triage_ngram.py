@@ -10,8 +10,11 @@ import pytest
 from taigimed.triage import TriageChain, TriageConfig
 from taigimed.triage.detector import WeightsError
 from taigimed.triage.ngram import (
+    CUE_GROUPS,
+    CUE_VALUE,
     NgramDetector,
     NgramWeights,
+    cues,
     fit_ngram,
     load_ngram_weights,
     ngrams,
@@ -89,3 +92,17 @@ def test_committed_ngram_detector_catches_an_emergency_the_rules_miss():
     assert not chain.rules_only().triage(text).escalate
     assert chain.triage(text).fired == ["ngram"]
     assert not chain.triage("我想欲知影冬天愛按怎保養皮膚").escalate
+
+
+def test_cue_groups_are_one_feature_each_and_old_weights_still_load(toy):
+    assert cues("小可仔流血，硩一下就停矣") == {"cue:reassure"}
+    assert "cue:info" in cues("電視咧講中風的預防")
+    assert cues("救命伊昏去") == set()
+    assert all(name in toy.vocab for name in CUE_GROUPS)  # fit_ngram adds them
+    column = toy.vocab["cue:reassure"]
+    assert toy.features(["小可仔頭痛"])[0, column] == pytest.approx(CUE_VALUE)
+    # Weights written before cue groups existed hold no cue column and score as they did.
+    legacy = toy.to_json()
+    legacy["ngrams"] = {g: w for g, w in legacy["ngrams"].items() if g not in CUE_GROUPS}
+    old = NgramWeights.from_json(legacy)
+    assert old.features(["小可仔頭痛"]).shape[1] == len(toy.vocab) - len(CUE_GROUPS)

@@ -140,10 +140,10 @@ class TriageChain:
                     result.matched += hit.matched
             if result.escalate:
                 result.fired.append("rules")
-            # Referral is about what is asked now, so only the latest turn counts.
-            if user_turns and guardrails.is_referral_request(
-                user_turns[-1], self.policy, self.fold
-            ):
+            # Referral is about what is asked now: the latest turn, or a medicine question in
+            # it about a medicine an earlier turn named ("my dad is on warfarin" ... "can he
+            # skip it while he's away?").
+            if user_turns and self._asks_for_referral(user_turns):
                 result.refer = True
                 result.fired.append("rules:refer")
         if user_turns and not result.escalate:
@@ -164,6 +164,14 @@ class TriageChain:
                     result.refer = True
                     result.fired.append(f"{name}:refer")
         return result
+
+    def _asks_for_referral(self, user_turns: list[str]) -> bool:
+        latest, earlier = user_turns[-1], user_turns[:-1]
+        if guardrails.is_referral_request(latest, self.policy, self.fold):
+            return True
+        return any(
+            guardrails.names_medicine(turn, self.fold) for turn in earlier
+        ) and guardrails.asks_about_medicine(latest, self.fold)
 
     def triage(self, text: str) -> ChainResult:
         return self.triage_turns([text])

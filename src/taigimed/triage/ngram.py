@@ -8,7 +8,11 @@ variant spellings meet) catch combinations the phrase lists never wrote down, in
 millisecond and with no model to load.
 
 Features are binary (an n-gram is present or not) and L2-normalised per text, so a message
-that repeats one word 3,500 times scores like the word said once. Only n-grams seen in at least
+that repeats one word 3,500 times scores like the word said once. Three more features are cue
+groups from ``taigimed.guardrails`` (an information or history frame, a doctor's explanation,
+words that say something is small or over): n-grams cannot see that 「小可仔流血」 and
+"no fever, acting normal" say the same thing, but one feature that fires for both is seen in
+enough training items to get its weight. Only n-grams seen in at least
 two training texts are kept: the weights file stays small and a typo seen once does not become
 a feature. Trained by ``taigimed.triage.train`` on the suite's train split (plus v1); thresholds
 chosen on the dev split; the test split is never read.
@@ -24,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from taigimed import guardrails
 from taigimed.triage.detector import LABELS, CachedDetector, WeightsError, fit_softmax
 from taigimed.triage.normalise import fold
 
@@ -33,10 +38,29 @@ MIN_TEXTS = 2  # an n-gram becomes a feature when at least this many training te
 _SKIP = set(" \t\n，。、！？；：,.!?;:「」『』（）()…~～-")
 
 
+# Cue groups, each one feature: present when any phrase of the group is in the folded text.
+CUE_GROUPS: dict[str, tuple[str, ...]] = {
+    "cue:info": guardrails.INFO_FRAMES,
+    "cue:resolved": guardrails.RESOLVED_FRAMES,
+    "cue:reassure": guardrails.REASSURANCE_CUES,
+}
+CUE_VALUE = 0.5  # a cue's feature value; an n-gram's is 1/sqrt(n-grams in the text)
+
+
 def ngrams(text: str, sizes: tuple[int, ...] = NGRAM_SIZES) -> set[str]:
     """The distinct character n-grams of the folded text, punctuation dropped."""
     chars = "".join(c for c in fold(text) if c not in _SKIP)
     return {chars[i : i + n] for n in sizes for i in range(len(chars) - n + 1)}
+
+
+def cues(text: str) -> set[str]:
+    """The cue groups with a phrase in ``text`` (matched as the rules match, on folded text)."""
+    norm = fold(text)
+    return {
+        name
+        for name, phrases in CUE_GROUPS.items()
+        if any(guardrails.contains(norm, p, fold) for p in phrases)
+    }
 
 
 @dataclass
@@ -51,12 +75,16 @@ class NgramWeights:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def features(self, texts: list[str]) -> np.ndarray:
-        """(n, V) binary n-gram presence, each row L2-normalised (an empty row stays zero)."""
+        """(n, V) binary n-gram presence, each row L2-normalised (an empty row stays zero), and
+        ``CUE_VALUE`` in the column of each cue group present (weights trained with them)."""
         x = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
+        with_cues = any(name in self.vocab for name in CUE_GROUPS)
         for row, text in enumerate(texts):
             columns = [self.vocab[g] for g in ngrams(text) if g in self.vocab]
             if columns:
                 x[row, columns] = 1.0 / np.sqrt(len(columns))
+            if with_cues:
+                x[row, [self.vocab[c] for c in cues(text) if c in self.vocab]] = CUE_VALUE
         return x
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
@@ -110,7 +138,7 @@ def fit_ngram(
     No standardisation: the features are already on one scale, and dividing a rare n-gram by
     its tiny spread would give it the largest weight of all."""
     counts = Counter(g for text in texts for g in ngrams(text))
-    kept = sorted(g for g, c in counts.items() if c >= MIN_TEXTS)
+    kept = sorted(g for g, c in counts.items() if c >= MIN_TEXTS) + list(CUE_GROUPS)
     k = len(LABELS)
     probe = NgramWeights({g: i for i, g in enumerate(kept)}, np.zeros((k, len(kept))), np.zeros(k))
     fitted = fit_softmax(

@@ -15,6 +15,7 @@ import unicodedata
 # Only characters whose variants mean the same thing in a medical message are folded.
 VARIANTS: dict[str, str] = {
     "疼": "痛",
+    "葯": "藥",
     "喙": "嘴",
     "𣍐": "袂",
     "脣": "唇",
