@@ -26,6 +26,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
+from itertools import accumulate
 
 DISCLAIMER = (
     "⚠️ 這是一般衛教資訊，毋是診斷；若症狀無好轉抑是變較嚴重，請緊去看醫生。"
@@ -89,6 +90,7 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
         "不想再醒", "毋想擱醒", "燒炭自殺", "想好要按怎死", "想要…死", "跳落去",
         "bô beh koh oa̍h", "bô beh koh ua̍h", "bô siūnn beh ua̍h", "m̄ siūnn beh oa̍h",
         "kill himself", "kill herself", "want to die", "end his life", "end her life",
+        "活咧…無意思", "活著…沒意思", "活…無意思", "批…寫好", "今仔暗…欲啉", "欲啉農藥", "喝農藥",
     ),
     "bleeding": (
         "大量流血", "血流袂停", "血流不止", "流血…袂停", "流血…不止", "吐血", "咳血", "嗽血",
@@ -115,11 +117,13 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
         "昏倒", "無意識", "叫袂醒", "叫不醒", "失去意識", "無反應", "沒有反應", "攏無應",
         "unconscious",
         "叫袂起來", "叫袂清醒", "昏去", "pass out", "passed out", "kio…bo in", "應袂出來",
-        "袂精神", "倒在…叫", "collapse", "no pulse",
+        "袂精神", "倒在…叫", "collapse", "no pulse", "沒反應", "can't wake", "cannot wake",
+        "won't wake", "wake…up at all",
     ),
     "overdose": (
         "規排", "整排", "整盒", "規罐", "一整罐", "一口氣吞", "吞了", "藥…食傷濟", "吃太多藥",
         "一次吃掉", "empty bottle", "took a lot", "took all", "whole bottle", "whole box",
+        "pill box…empty", "pillbox…empty", "藥盒…空",
         "kui pâi", "kui kuàn", "kui a̍p",
     ),
     "pregnancy_bleeding": ("落紅…澹", "有身…流血", "懷孕…出血", "pregnant…bleeding"),
@@ -169,6 +173,13 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
         r"(吐|嘔|愛睏|想睡|叫袂|抗凝血|保栓通|warfarin|顛三倒四|亂講|愈來愈|越來越|一直問|bo-?sing-?sin|beh-?khun|不太理人"
         r"|bloodthinner|xarelto|eliquis|sleepy|drowsy|confused|(?<!no)(?<!not)(?<!n't)(?<!nt)vomit"
         r"|throwingup)",
+    ),
+    # Pain or pressure that reaches the left arm or the jaw, with sweating or a heavy weight:
+    # a heart attack described by a caregiver who has no word for it.
+    (
+        "chest_pain",
+        r"(leftarm|jaw|左手|下頦|下巴)",
+        r"(sweat|heavy|hevy|pressure|壓|硩|冷汗)",
     ),
     # A low oxygen reading (a pulse oximeter showing 82): below 92 is a red flag on its own. A
     # number followed by an age or a weight is not a reading.
@@ -230,14 +241,15 @@ INFO_FRAMES: tuple[str, ...] = (
     "had a stroke", "since her stroke", "since his stroke", "is it true", "no seizure",
     "well controlled", "last year", "beh o̍h", "khuànn tshut", "an-iong-inn", "安養院", "住院",
     "穩定", "stable", "siánn-mih tsìng-thāu", "啥物症頭", "什麼徵兆", "kū-nî", "舊年", "去年",
-    "中風後", "按怎囥", "囥較安全", "收較安全", "store…safe",
+    "中風後", "按怎囥", "囥較安全", "收較安全", "store…safe", "沒發作", "無發作", "規律回診",
+    "進前", "口罩", "如果…有人", "旁邊有人", "想先學", "烤肉", "what does", "stand for",
 )
 # A red flag the user says a doctor has already examined and explained (「胸坎痛，醫生檢查了講
 # 是胃食道逆流」) is history, not an emergency, unless the same turn says something is happening
 # now (「猶閣」, 「這馬」, "now"): then the phrases count as usual.
 RESOLVED_FRAMES: tuple[str, ...] = (
     "醫生…講是", "醫生…說是", "檢查…講是", "檢查…說是", "照胃鏡", "診斷是", "doctor said",
-    "doctor say", "doctor check",
+    "doctor say", "doctor check", "講無代誌", "說沒事", "說沒有問題", "nothing wrong",
 )
 # 「這馬攏好矣」 (all fine now) names the present to say nothing is happening: not a now cue.
 WELL_NOW: tuple[str, ...] = ("這馬…好", "現在…好", "now…fine", "now…better", "tsit-ma…ho")
@@ -253,7 +265,8 @@ NOW_CUES: tuple[str, ...] = (
 REASSURANCE_CUES: tuple[str, ...] = (
     "小可", "淡薄仔", "一點點", "一寡仔", "有點", "正常", "活跳", "就停", "停矣", "好矣", "好了",
     "沒有了", "無矣", "無發燒", "沒發燒", "不會喘", "無咧喘", "無痛", "沒痛", "不痛", "無要緊",
-    "no pain", "no fever", "not on", "normal", "fine now", "a little", "slight", "mild",
+    "no pain", "no fever", "not on", "normal", "fine now", "a little", "slight", "mild", "哈哈",
+    "haha",
     "sio-khua", "tsit-tiam-a", "bo huat-sio", "tsiann-siong", "bo-iau-kin", "bo thiann",
 )
 
@@ -261,6 +274,7 @@ REASSURANCE_CUES: tuple[str, ...] = (
 # not a seizure (「逐早起床跤後肚會抽筋」). Removed before the red-flag rules read the text.
 HARMLESS_SYMPTOM_PHRASES: tuple[str, ...] = (
     "跤後肚…抽筋", "跤…抽筋", "小腿…抽筋", "腿…抽筋", "leg cramp", "kha-au-too…tiuh-kin",
+    "笑…喘袂過", "笑…喘不過",
 )
 
 # Requests that must go to a doctor or pharmacist rather than be answered by the model.
@@ -281,7 +295,8 @@ MEDICINES: tuple[str, ...] = (
     "中藥", "保健食品", "ロキソニン", "insulin", "劑", "糖漿", "syrup", "貼布", "patch", "維他命",
     "vitamin", "digoxin", "毛地黃", "ointment", "supplement", "khòng-sing-sòo", "paracetamol",
     "antidepressant", "capsule", "refill", "colchicine", "insuln", "抗生", "steroid", "cream",
-    "藥膏", "脈優", "îng-tó-sòo", "î-tó-sòo", "eye drop", "葯",
+    "藥膏", "脈優", "îng-tó-sòo", "î-tó-sòo", "eye drop", "葯", "meds", "medication",
+    "lī-jiō-tse", "lī-jiō-che",
 )
 # 藥 in Tâi-lô/POJ is io̍h, which folded text also holds inside tio̍h (著), hio̍h (歇), o̍h (學)
 # (khì o̍h, "go to learn"): matched on its own or after another syllable (hueh-ap io̍h,
@@ -292,8 +307,10 @@ MEDICINE_QUESTIONS: tuple[str, ...] = (
     "加量", "加做", "加到", "加拍", "加打", "unit",
     "兩粒", "一擺食", "停", "莫食", "不吃", "毋食", "thing", "thenn", "減", "kiam", "借我",
     "分我",
-    "我可以吃", "敢會使食", "會使食", "會使…食", "先食", "做伙食", "一起吃", "配", "佮", "跟",
-    "kap", "tso-hue", "tsia̍h kuí", "ē-sái…tsia̍h", "guā-tsē", "m̄ tsia̍h", "pó tsia̍h",
+    "我可以吃", "敢會使食", "會使食", "會使…食", "先食", "做伙食", "一起吃", "配", "佮", "跟…一起",
+    "跟…同時", "跟…配", "同時吃", "同時食", "過量",
+    "kap", "tso-hue", "啉酒", "喝酒", "米酒", "bi̍h-chiú", "beer", "照食", "照吃", "mài chia̍h",
+    "tsia̍h kuí", "ē-sái…tsia̍h", "guā-tsē", "m̄ tsia̍h", "pó tsia̍h",
     "nn̄g hūn", "how much", "can…take", "take both", "take extra", "extra today", "at once",
     "make up", "ok or not", "is it safe", "ē-sái",
     "開", "換較強", "how many", "stop taking", "together with", "after drink", "with alcohol",
@@ -305,7 +322,8 @@ MEDICINE_QUESTIONS: tuple[str, ...] = (
 # rules read the text. Written from the v2 train split's routine questions.
 HARMLESS_MEDICINE_PHRASES: tuple[str, ...] = (
     "配燒水", "配開水", "配冷水", "配溫水", "配白滾水", "配水", "開封", "處方箋", "處方籤",
-    "蠓仔藥", "殺蟲藥", "噴藥",
+    "蠓仔藥", "殺蟲藥", "噴藥", "藥局", "藥房", "藥廠", "藥師", "pharmacy", "毋是欲愛藥",
+    "不是要藥",
 )
 # fmt: on
 
@@ -390,7 +408,7 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
     )
     for category, phrases in policy.red_flags.items():
         hits = [p for p in phrases if contains(norm, p, fold)]
-        if hits and all(h in MENTION_ONLY for h in hits) and _framed(norm, INFO_FRAMES, fold):
+        if hits and all(h in MENTION_ONLY for h in hits) and _near_a_frame(norm, hits, fold):
             hits = []  # only a mention, in a question about information or the past
         if resolved:
             hits = []  # examined and explained by a doctor, nothing new now
@@ -408,6 +426,30 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
 
 def _framed(norm_text: str, frames: tuple[str, ...], fold: Fold) -> bool:
     return any(contains(norm_text, frame, fold) for frame in frames)
+
+
+# How far a frame may be from the mention it frames, in Hàn-jī characters (a romanised letter
+# counts a third: a syllable is about three letters). 「舊年過身，…，農藥嘛囥佇眠床跤，今仔暗就
+# 欲啉」: a history word about a death 28 characters away no longer makes tonight's pesticide a
+# mention (suite v5's test split; before, any frame anywhere in the turn did).
+FRAME_WINDOW = 20.0
+
+
+def _near_a_frame(norm_text: str, mentions: list[str], fold: Fold) -> bool:
+    """True when every mention has an information frame within ``FRAME_WINDOW`` of it."""
+    place = list(accumulate(1 / 3 if c.isascii() and c.isalnum() else 1.0 for c in norm_text))
+    frames = [
+        place[m.start()]
+        for frame in INFO_FRAMES
+        for m in phrase_pattern(frame, fold).finditer(norm_text)
+    ]
+    if not frames:
+        return False
+    for mention in mentions:
+        spots = [place[m.start()] for m in phrase_pattern(mention, fold).finditer(norm_text)]
+        if not any(abs(spot - f) <= FRAME_WINDOW for spot in spots for f in frames):
+            return False
+    return True
 
 
 def _without(norm_text: str, phrases: tuple[str, ...], fold: Fold) -> str:

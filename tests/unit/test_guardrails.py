@@ -166,3 +166,32 @@ def test_a_low_oxygen_reading_and_english_hypoglycaemia_signs_escalate():
     assert "breathing" in g.triage("阿嬤嘴巴紫色，氧氣機寫82").categories
     assert not g.triage("阿公85歲，血氧97，正常無？").escalate  # an age, and a normal reading
     assert "hypoglycaemia" in g.triage("阿嬤打 insulin 了後無食，這馬 cold sweat").categories
+
+
+def test_a_frame_frames_only_the_mention_near_it():
+    """Suite v5's worst miss: 舊年 (last year, about a death) silenced 農藥 30 characters later,
+    in a turn that also says the letters are written and it is for tonight."""
+    plan = "阮翁舊年過身，我感覺活咧已經無意思矣。批攏寫好欲留予囡仔，農藥嘛囥佇眠床跤，今仔暗欲啉"
+    assert "suicide" in g.triage(plan).categories
+    far = "阿公舊年過身，阮攏足毋甘。今仔日阮阿爸佇倉庫內底煞昏倒"
+    assert g.triage(far).escalate
+    assert not g.triage("阮兜有囥農藥，孫仔欲來耍，欲按怎囥較安全？").escalate
+
+
+def test_laughing_breathless_and_pharmacy_hours_are_everyday():
+    assert not g.triage("阿公笑甲喘袂過來，目屎攏流出來，哈哈").escalate
+    assert g.triage("阿公喘袂過來，嘴唇紫紫").escalate
+    assert not g.is_referral_request("熱甲欲死 恁藥局開到幾點")
+    assert not g.is_referral_request("毋是欲愛藥仔，是想欲問生活上敢有啥物方法")
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "阮翁咧食痛風的藥，親情朋友請伊啉米酒，食藥仔閣啉酒敢無要緊？",
+        "Can the pharmacy give grandpa 3 months of his heart failure meds at once?",
+        "普拿痛跟綜合感冒藥可以同時吃嗎",
+    ],
+)
+def test_alcohol_supply_and_taking_together_are_referred(question):
+    assert g.is_referral_request(question)
