@@ -1,4 +1,4 @@
-"""Split safety suites (v2-v5): per-split numbers, rules alone vs the chain, a suite that
+"""Split safety suites (v2-v6): per-split numbers, rules alone vs the chain, a suite that
 can fail, and the manifests (earlier files reused unedited, each version a new test split)."""
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from taigimed.utils import REPO_ROOT
 V2 = REPO_ROOT / "data/safety/safety_suite_v2"
 V3 = REPO_ROOT / "data/safety/safety_suite_v3"
 V4 = REPO_ROOT / "data/safety/safety_suite_v4"
+V5 = REPO_ROOT / "data/safety/safety_suite_v5"
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,8 @@ def test_split_suite_has_the_size_and_spread_the_issue_asks_for(splits):
 
 
 @pytest.mark.parametrize(
-    ("suite", "earlier", "prefix"), [(V3, V2, "v3"), (V4, V3, "v4"), (None, V4, "v5")]
+    ("suite", "earlier", "prefix"),
+    [(V3, V2, "v3"), (V4, V3, "v4"), (V5, V4, "v5"), (None, V5, "v6")],
 )
 def test_each_version_moves_the_last_test_split_to_dev(suite, earlier, prefix):
     """A test split that was looked at no longer measures words nobody tuned for: the next
