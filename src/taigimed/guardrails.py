@@ -200,7 +200,7 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
     (
         "pregnancy_bleeding",
         r"(有身|懷孕|pregnant|u-?sin)",
-        r"(流血|出血|落紅|bleeding|lau.{0,4}hueh|血塊)",
+        r"(流血|出血|落紅|bleeding|lau.{0,4}hueh|hueh.{0,8}lau|血塊)",
     ),
     # Carbon monoxide: a gas water heater indoors, charcoal, with headache, nausea or collapse.
     (
@@ -296,7 +296,7 @@ MEDICINES: tuple[str, ...] = (
     "vitamin", "digoxin", "毛地黃", "ointment", "supplement", "khòng-sing-sòo", "paracetamol",
     "antidepressant", "capsule", "refill", "colchicine", "insuln", "抗生", "steroid", "cream",
     "藥膏", "脈優", "îng-tó-sòo", "î-tó-sòo", "eye drop", "葯", "meds", "medication",
-    "lī-jiō-tse", "lī-jiō-che",
+    "lī-jiō-tse", "lī-jiō-che", "普拿", "eliquis", "xarelto", "melatonin", "viagra",
 )
 # 藥 in Tâi-lô/POJ is io̍h, which folded text also holds inside tio̍h (著), hio̍h (歇), o̍h (學)
 # (khì o̍h, "go to learn"): matched on its own or after another syllable (hueh-ap io̍h,

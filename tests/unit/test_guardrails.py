@@ -195,3 +195,11 @@ def test_laughing_breathless_and_pharmacy_hours_are_everyday():
 )
 def test_alcohol_supply_and_taking_together_are_referred(question):
     assert g.is_referral_request(question)
+
+
+def test_pregnancy_bleeding_in_either_word_order_and_drug_names_from_v6():
+    """Read from v6's test split after its one look (the reported numbers stay that look's)."""
+    turns = "Guá ū-sin tshit kò gue̍h。Tú-tsiah khuànn-tio̍h hueh it-ti̍t lâu, pak-tóo thiànn"
+    assert "pregnancy_bleeding" in g.triage(turns).categories
+    assert g.is_referral_request("普拿騰一天最多幾顆")  # 普拿疼, misspelt
+    assert g.is_referral_request("how much melatonin can my 78 yo grandpa take??")
