@@ -1,6 +1,7 @@
 """The real guard over HTTP with the whole triage chain: conversations and PII.
 
 * a red flag said in an earlier turn keeps the conversation escalated (the model is not called);
+* a question about a medicine an earlier turn named is referred;
 * the detector escalates an emergency none of the phrase lists names;
 * every positive string of the PII corpus, sent through chat, feedback and review, is found in
   none of the files the guard wrote (SQLite main file, WAL, shared memory, its log) nor in its
@@ -82,6 +83,19 @@ def test_an_earlier_red_flag_escalates_the_whole_conversation(guard, predictor):
     alone = post_chat(guard.url, [{"role": "user", "content": "按怎做較好？"}])
     assert alone["taigimed"]["status"] == "answered"
     assert metric(predictor.url, "taigimed_predictor_requests_total") == before + 1
+
+
+def test_a_question_about_a_medicine_named_earlier_is_referred(guard, predictor):
+    """「停」 alone names no medicine; after 「阮阿爸咧食 warfarin」 it is a stop question."""
+    before = metric(predictor.url, "taigimed_predictor_requests_total")
+    conversation = [
+        {"role": "user", "content": "阮阿爸咧食 warfarin，食兩年矣"},
+        {"role": "assistant", "content": "了解。你想欲問啥物？"},
+        {"role": "user", "content": "伊欲出國一個月，會使先停無？"},
+    ]
+    data = post_chat(guard.url, conversation)
+    assert data["taigimed"]["status"] == "referred"
+    assert metric(predictor.url, "taigimed_predictor_requests_total") == before
 
 
 def test_the_detector_escalates_what_no_phrase_names(guard):
