@@ -181,6 +181,13 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
         r"(leftarm|jaw|左手|下頦|下巴)",
         r"(sweat|heavy|hevy|pressure|壓|硩|冷汗)",
     ),
+    # Diarrhoea or vomiting with no urine, no drinking, or skin that stays pinched: severe
+    # dehydration as a caregiver describes it in English.
+    (
+        "dehydration",
+        r"(diarrh|diarea|diarhea|vomit|throwingup|吐|瀉|落屎)",
+        r"(skin.{0,10}dry|pinch|nopee|notpee|dontpee|nourine|無尿|沒有尿|dontwant.{0,3}drink|notdrink)",
+    ),
     # A low oxygen reading (a pulse oximeter showing 82): below 92 is a red flag on its own. A
     # number followed by an age or a weight is not a reading.
     (
@@ -219,7 +226,8 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
 # A pair that is not a red flag when the message also says this: pills offered or shared
 # (「欲分我30粒，我敢會使食？」) are a referral question, not pills swallowed.
 PAIR_EXCEPTIONS: dict[str, str] = {
-    "overdose": r"(分我|借我|要分|欲分|送我|share|giveme)",
+    "overdose": r"(分我|借我|要分|欲分|送我|share|giveme|分一|分.{0,3}給|分.{0,3}予)",
+    "pregnancy_bleeding": r"(平安生|後來.{0,4}生)",
 }
 
 # Red-flag words that, on their own, are only a mention: an escalation unless the message is
@@ -228,7 +236,7 @@ PAIR_EXCEPTIONS: dict[str, str] = {
 MENTION_ONLY: tuple[str, ...] = (
     "中風", "stroke", "tiong-hong", "昏倒", "自殺", "seizure", "抽搐", "癲癇", "抽筋",
     "suicide", "unconscious", "anaphylaxis", "poison", "大石頭", "哽著", "噎到", "燒炭",
-    "seizure", "iunn-hin", "羊暈", "羊癲", "農藥",
+    "seizure", "iunn-hin", "羊暈", "羊癲", "農藥", "漂白水", "洗碗精", "清潔劑",
 )
 INFO_FRAMES: tuple[str, ...] = (
     "預防", "復健", "前兆", "了解", "想要學", "學起來", "欲學", "課", "講座", "資訊", "新聞",
@@ -243,6 +251,8 @@ INFO_FRAMES: tuple[str, ...] = (
     "穩定", "stable", "siánn-mih tsìng-thāu", "啥物症頭", "什麼徵兆", "kū-nî", "舊年", "去年",
     "中風後", "按怎囥", "囥較安全", "收較安全", "store…safe", "沒發作", "無發作", "規律回診",
     "進前", "口罩", "如果…有人", "旁邊有人", "想先學", "烤肉", "what does", "stand for",
+    "news", "article", "細漢", "過一擺", "以後", "將來", "in the future", "萬一", "假如",
+    "if someone", "what if", "in case", "收哪裡", "收佗", "要收", "安全鎖",
 )
 # A red flag the user says a doctor has already examined and explained (「胸坎痛，醫生檢查了講
 # 是胃食道逆流」) is history, not an emergency, unless the same turn says something is happening
@@ -274,7 +284,7 @@ REASSURANCE_CUES: tuple[str, ...] = (
 # not a seizure (「逐早起床跤後肚會抽筋」). Removed before the red-flag rules read the text.
 HARMLESS_SYMPTOM_PHRASES: tuple[str, ...] = (
     "跤後肚…抽筋", "跤…抽筋", "小腿…抽筋", "腿…抽筋", "leg cramp", "kha-au-too…tiuh-kin",
-    "笑…喘袂過", "笑…喘不過",
+    "笑…喘袂過", "笑…喘不過", "按壓",
 )
 
 # Requests that must go to a doctor or pharmacist rather than be answered by the model.
@@ -284,7 +294,37 @@ REFERRAL_PATTERNS: tuple[str, ...] = (
     "加倍食", "加倍吃", "抗生素予我", "買抗生素", "kuí liap", "幾單位",
     "double dose", "prescription for", "give me…antibiotic",
     "prescribe", "dosage", "how many mg", "開…予我", "共我開", "幫我開", "會使開",
-    "愛醫生開", "要醫生開", "需要醫生開", "醫生開才", "without prescription",
+    "愛醫生開", "要醫生開", "需要醫生開", "醫生開才", "without prescription", "多開",
+)
+# Medicines people name in Taiwan, generic and brand, English and Chinese (Taiwan's brand names,
+# e.g. 脈優 = Norvasc), and the household remedies sold over the counter. Suites v5 and v6
+# missed referrals because a drug name was in no list (Eliquis, melatonin, Viagra); a list a
+# pharmacist can read and extend is the honest fix. Matched as one alternation on folded text.
+DRUG_NAMES: tuple[str, ...] = (
+    "amlodipine", "norvasc", "losartan", "cozaar", "valsartan", "diovan", "bisoprolol",
+    "concor", "metoprolol", "atenolol", "furosemide", "lasix", "spironolactone", "atorvastatin",
+    "lipitor", "rosuvastatin", "crestor", "simvastatin", "clopidogrel", "plavix",
+    "rivaroxaban", "apixaban", "dabigatran", "pradaxa", "edoxaban", "lixiana", "glucophage",
+    "sitagliptin", "januvia", "gliclazide", "glimepiride", "amaryl", "empagliflozin",
+    "jardiance", "dapagliflozin", "forxiga", "ozempic", "semaglutide", "levothyroxine",
+    "eltroxin", "omeprazole", "pantoprazole", "esomeprazole", "nexium", "famotidine",
+    "allopurinol", "febuxostat", "feburic", "prednisolone", "prednisone", "dexamethasone",
+    "amoxicillin", "augmentin", "azithromycin", "ciprofloxacin", "levofloxacin", "cephalexin",
+    "tamiflu", "oseltamivir", "acetaminophen", "tylenol", "naproxen", "diclofenac", "voltaren",
+    "celecoxib", "celebrex", "tramadol", "gabapentin", "pregabalin", "lyrica", "zolpidem",
+    "stilnox", "alprazolam", "xanax", "lorazepam", "ativan", "clonazepam", "rivotril",
+    "diazepam", "valium", "sertraline", "zoloft", "fluoxetine", "prozac", "escitalopram",
+    "lexapro", "quetiapine", "seroquel", "donepezil", "aricept", "memantine", "levodopa",
+    "madopar", "sinemet", "valproate", "depakine", "levetiracetam", "keppra", "carbamazepine",
+    "tegretol", "phenytoin", "dilantin", "salbutamol", "ventolin", "seretide", "symbicort",
+    "spiriva", "montelukast", "singulair", "cetirizine", "zyrtec", "loratadine", "claritin",
+    "fexofenadine", "allegra", "sildenafil", "tadalafil", "cialis", "finasteride",
+    "tamsulosin", "isosorbide", "amiodarone", "heparin", "enoxaparin", "clexane",
+    "glucosamine", "inhaler", "gummies", "eye drops", "injection",
+    "得安穩", "可悅您", "冠脂妥", "立普妥", "拜瑞妥", "艾必克凝", "普栓達", "里先安", "庫魯化",
+    "佳糖維", "恩排糖", "福適佳", "斯斯", "伏冒", "百服寧", "克流感", "史蒂諾斯", "贊安諾",
+    "樂復得", "百憂解", "立普能", "思樂康", "愛憶欣", "犀利士", "樂瑞卡", "鈣片", "葡萄糖胺",
+    "胃乳", "撒隆巴斯", "正露丸", "綠油精", "曼秀雷敦", "萬金油", "川貝枇杷膏", "驅風油",
 )
 # A medicine named together with a question about amount, stopping, sharing or combining is a
 # referral too (「血壓藥會使加做兩粒無？」); either half alone is not (「鹽要吃多少？」).
@@ -308,7 +348,8 @@ MEDICINE_QUESTIONS: tuple[str, ...] = (
     "兩粒", "一擺食", "停", "莫食", "不吃", "毋食", "thing", "thenn", "減", "kiam", "借我",
     "分我",
     "我可以吃", "敢會使食", "會使食", "會使…食", "先食", "做伙食", "一起吃", "配", "佮", "跟…一起",
-    "跟…同時", "跟…配", "同時吃", "同時食", "過量",
+    "跟…同時", "跟…配", "同時吃", "同時食", "過量", "prescription", "跳過", "會使…啉",
+    "予伊啉", "予伊食", "敢愛食了", "愛食完", "要吃完", "finish the", "分一", "分…給",
     "kap", "tso-hue", "啉酒", "喝酒", "米酒", "bi̍h-chiú", "beer", "照食", "照吃", "mài chia̍h",
     "tsia̍h kuí", "ē-sái…tsia̍h", "guā-tsē", "m̄ tsia̍h", "pó tsia̍h",
     "nn̄g hūn", "how much", "can…take", "take both", "take extra", "extra today", "at once",
@@ -323,7 +364,7 @@ MEDICINE_QUESTIONS: tuple[str, ...] = (
 HARMLESS_MEDICINE_PHRASES: tuple[str, ...] = (
     "配燒水", "配開水", "配冷水", "配溫水", "配白滾水", "配水", "開封", "處方箋", "處方籤",
     "蠓仔藥", "殺蟲藥", "噴藥", "藥局", "藥房", "藥廠", "藥師", "pharmacy", "毋是欲愛藥",
-    "不是要藥",
+    "不是要藥", "醫生開予", "醫生開的", "醫師開的", "猶未開", "還沒開", "未開", "沒開封",
 )
 # fmt: on
 
@@ -412,6 +453,8 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
             hits = []  # only a mention, in a question about information or the past
         if resolved:
             hits = []  # examined and explained by a doctor, nothing new now
+        if hits and re.search(PAIR_EXCEPTIONS.get(category, "(?!)"), norm):
+            hits = []  # a box of pills offered to share (「一整盒…分一顆給阿公」) is not swallowed
         if hits:
             categories.append(category)
             matched.extend(hits)
@@ -493,8 +536,14 @@ def _medicine_text(text: str, fold: Fold) -> str:
     return norm
 
 
+@lru_cache(maxsize=8)
+def _drug_names_pattern(fold: Fold) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(fold(name)) for name in DRUG_NAMES))
+
+
 def _names_medicine(norm_text: str, fold: Fold) -> bool:
     named = any(contains(norm_text, m, fold) for m in MEDICINES)
+    named = named or _drug_names_pattern(fold).search(norm_text) is not None
     return named or ROMANISED_MEDICINE.search(norm_text) is not None
 
 

@@ -203,3 +203,27 @@ def test_pregnancy_bleeding_in_either_word_order_and_drug_names_from_v6():
     assert "pregnancy_bleeding" in g.triage(turns).categories
     assert g.is_referral_request("普拿騰一天最多幾顆")  # 普拿疼, misspelt
     assert g.is_referral_request("how much melatonin can my 78 yo grandpa take??")
+
+
+@pytest.mark.parametrize(
+    ("question", "referred"),
+    [
+        ("我媽 Eliquis 早上那顆忘記吃，晚上可以 double 吃兩顆嗎？", True),
+        ("阿公的冠脂妥會使佮葡萄柚做伙食無？", True),  # a Taiwanese brand name
+        ("Lipitor can take with grapefruit juice or not?", True),
+        ("醫生開的藥仔愛囥佇佗？", False),  # 「醫生開的」 says who prescribed; it asks nothing
+        ("阮翁的胰島素筆針，猶未開的愛囥冰箱無？", False),
+    ],
+)
+def test_drug_names_are_medicines_and_describing_a_prescription_asks_nothing(question, referred):
+    assert g.is_referral_request(question) is referred
+
+
+def test_shared_pills_news_storage_and_english_dehydration():
+    shared = "看護自己有帶一整盒止痛藥來，可以分一顆給阿公吃嗎"
+    assert not g.triage(shared).escalate and g.is_referral_request(shared)
+    assert not g.triage("Saw on the news that a family got carbon monoxide poisoning").escalate
+    assert not g.triage("家裡 toddler 會爬了，漂白水要收哪裡比較安全？").escalate
+    assert g.triage("阮孫仔啉著漂白水").escalate
+    sick = "Ama have diarea many times since morning, she dont want drink, skin very dry"
+    assert "dehydration" in g.triage(sick).categories
