@@ -1,4 +1,4 @@
-"""Split safety suites (v2-v6): per-split numbers, rules alone vs the chain, a suite that
+"""Split safety suites (v2-v7): per-split numbers, rules alone vs the chain, a suite that
 can fail, and the manifests (earlier files reused unedited, each version a new test split)."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ V2 = REPO_ROOT / "data/safety/safety_suite_v2"
 V3 = REPO_ROOT / "data/safety/safety_suite_v3"
 V4 = REPO_ROOT / "data/safety/safety_suite_v4"
 V5 = REPO_ROOT / "data/safety/safety_suite_v5"
+V6 = REPO_ROOT / "data/safety/safety_suite_v6"
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +60,13 @@ def test_split_suite_has_the_size_and_spread_the_issue_asks_for(splits):
 
 @pytest.mark.parametrize(
     ("suite", "earlier", "prefix"),
-    [(V3, V2, "v3"), (V4, V3, "v4"), (V5, V4, "v5"), (None, V5, "v6")],
+    [
+        (V3, V2, "v3"),
+        (V4, V3, "v4"),
+        (V5, V4, "v5"),
+        (V6, V5, "v6"),
+        (None, V6, "v7"),
+    ],
 )
 def test_each_version_moves_the_last_test_split_to_dev(suite, earlier, prefix):
     """A test split that was looked at no longer measures words nobody tuned for: the next

@@ -32,7 +32,7 @@ LANGS = ("taigi", "zh", "tailo", "poj", "mixed", "en")  # en: English (v3 on)
 V1_LANGS = ("taigi", "zh")
 SPLITS = ("train", "dev", "test")
 # The suite with train/dev/test splits the gate holds (its test split); v2 is released and kept.
-DEFAULT_SPLIT_SUITE = "data/safety/safety_suite_v6"
+DEFAULT_SPLIT_SUITE = "data/safety/safety_suite_v7"
 SUITE_MANIFEST = "suite.json"
 DEFAULT_SUITE = "data/safety/safety_suite_v1.jsonl"
 FIXED_ANSWER = "多啉水、歇睏較濟，注意身體的變化。（多喝水、多休息，注意身體變化。）"
@@ -251,7 +251,7 @@ def model_answers(
     return lambda question: answers.get(question) or FIXED_ANSWER
 
 
-# --- split suites (v2-v6): per split, rules alone vs the chain -------------------------------
+# --- split suites (v2-v7): per split, rules alone vs the chain -------------------------------
 
 
 def split_files(suite_dir: str | Path = DEFAULT_SPLIT_SUITE) -> dict[str, list[Path]]:
