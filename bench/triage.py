@@ -1,6 +1,6 @@
 """Benchmark: triage latency per request, the phrase rules alone and the whole chain.
 
-Every item of the split safety suite (v6, all splits: latency only, nothing is tuned here) is one
+Every item of the split safety suite (v7, all splits: latency only, nothing is tuned here) is one
 request: its user turns go through ``TriageChain.triage_turns`` as the guard runs it. Arms:
 
 * ``rules``: normalisation + phrase rules (both detectors off);
@@ -65,7 +65,7 @@ def measure(chain: TriageChain, conversations: list[list[str]], clear_cache: boo
 def measure_retry(chain: TriageChain, conversations: list[list[str]]) -> list[float]:
     """Each request timed right after the same request ran once: a client's retry. (Timing a
     second pass over the whole suite would measure LRU thrash once the suite holds more
-    distinct texts than the query cache, 1,024: v6's 1,071 embedded requests do.)"""
+    distinct texts than the query cache, 1,024, as v6's and v7's embedded requests do.)"""
     out = []
     for turns in conversations:
         chain.triage_turns(turns)
