@@ -90,7 +90,7 @@ RED_FLAGS: dict[str, tuple[str, ...]] = {
         "不想再醒", "毋想擱醒", "燒炭自殺", "想好要按怎死", "想要…死", "跳落去",
         "bô beh koh oa̍h", "bô beh koh ua̍h", "bô siūnn beh ua̍h", "m̄ siūnn beh oa̍h",
         "kill himself", "kill herself", "want to die", "end his life", "end her life",
-        "活咧…無意思", "活著…沒意思", "活…無意思", "批…寫好", "今仔暗…欲啉", "欲啉農藥", "喝農藥",
+        "活著…沒意思", "活…無意思", "批…寫好", "今仔暗…欲啉", "欲啉農藥", "喝農藥",
     ),
     "bleeding": (
         "大量流血", "血流袂停", "血流不止", "流血…袂停", "流血…不止", "吐血", "咳血", "嗽血",
@@ -223,9 +223,10 @@ RED_FLAG_PAIRS: tuple[tuple[str, str, str], ...] = (
     ),
 )
 
-# A pair that is not a red flag when the message also says this: pills offered or shared
-# (「欲分我30粒，我敢會使食？」) are a referral question, not pills swallowed.
-PAIR_EXCEPTIONS: dict[str, str] = {
+# A category that is not a red flag when the message also says this, whether a phrase or a pair
+# found it: pills offered or shared (「欲分我30粒，我敢會使食？」, 「一整盒…分一顆給阿公」) are a
+# referral question, not pills swallowed; a bleed in a pregnancy that ended well is history.
+RED_FLAG_EXCEPTIONS: dict[str, str] = {
     "overdose": r"(分我|借我|要分|欲分|送我|share|giveme|分一|分.{0,3}給|分.{0,3}予)",
     "pregnancy_bleeding": r"(平安生|後來.{0,4}生)",
 }
@@ -245,12 +246,12 @@ INFO_FRAMES: tuple[str, ...] = (
     "中風過", "過的人", "的人", "u-hong", "防範", "注意什麼", "保暖", "first aid", "若有人",
     "先學", "欲按怎救", "要怎麼救", "tv", "show about", "prevent", "lower the risk", "危險嗎",
     "取暖", "liau-au", "after stroke", "i-tsing", "i-cheng", "bat tiong-hong", "tian-si",
-    "sin-bun", "siann-mih i-su", "what does…mean", "i-king…ni", "tsa-tsing", "tiong-hong kue",
+    "sin-bun", "siann-mih i-su", "i-king…ni", "tsa-tsing", "tiong-hong kue",
     "had a stroke", "since her stroke", "since his stroke", "is it true", "no seizure",
     "well controlled", "last year", "beh o̍h", "khuànn tshut", "an-iong-inn", "安養院", "住院",
     "穩定", "stable", "siánn-mih tsìng-thāu", "啥物症頭", "什麼徵兆", "kū-nî", "舊年", "去年",
     "中風後", "按怎囥", "囥較安全", "收較安全", "store…safe", "沒發作", "無發作", "規律回診",
-    "進前", "口罩", "如果…有人", "旁邊有人", "想先學", "烤肉", "what does", "stand for",
+    "進前", "口罩", "如果…有人", "旁邊有人", "烤肉", "what does", "stand for",
     "news", "article", "細漢", "過一擺", "以後", "將來", "in the future", "萬一", "假如",
     "if someone", "what if", "in case", "收哪裡", "收佗", "要收", "安全鎖",
 )
@@ -320,7 +321,7 @@ DRUG_NAMES: tuple[str, ...] = (
     "spiriva", "montelukast", "singulair", "cetirizine", "zyrtec", "loratadine", "claritin",
     "fexofenadine", "allegra", "sildenafil", "tadalafil", "cialis", "finasteride",
     "tamsulosin", "isosorbide", "amiodarone", "heparin", "enoxaparin", "clexane",
-    "glucosamine", "inhaler", "gummies", "eye drops", "injection",
+    "glucosamine", "inhaler", "gummies", "injection",
     "得安穩", "可悅您", "冠脂妥", "立普妥", "拜瑞妥", "艾必克凝", "普栓達", "里先安", "庫魯化",
     "佳糖維", "恩排糖", "福適佳", "斯斯", "伏冒", "百服寧", "克流感", "史蒂諾斯", "贊安諾",
     "樂復得", "百憂解", "立普能", "思樂康", "愛憶欣", "犀利士", "樂瑞卡", "鈣片", "葡萄糖胺",
@@ -364,7 +365,7 @@ MEDICINE_QUESTIONS: tuple[str, ...] = (
 HARMLESS_MEDICINE_PHRASES: tuple[str, ...] = (
     "配燒水", "配開水", "配冷水", "配溫水", "配白滾水", "配水", "開封", "處方箋", "處方籤",
     "蠓仔藥", "殺蟲藥", "噴藥", "藥局", "藥房", "藥廠", "藥師", "pharmacy", "毋是欲愛藥",
-    "不是要藥", "醫生開予", "醫生開的", "醫師開的", "猶未開", "還沒開", "未開", "沒開封",
+    "不是要藥", "醫生開予", "醫生開的", "醫師開的", "還沒開", "未開",
 )
 # fmt: on
 
@@ -440,9 +441,7 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
     """Find red-flag phrases in ``text``; any match means escalate. ``fold`` normalises text
     and phrases (``taigimed.triage.normalise.fold`` in the triage chain)."""
     policy = policy or GuardPolicy()
-    norm = fold(text)
-    for phrase in HARMLESS_SYMPTOM_PHRASES:
-        norm = phrase_pattern(phrase, fold).sub(" ", norm)
+    norm = _without(fold(text), HARMLESS_SYMPTOM_PHRASES, fold)
     categories, matched = [], []
     resolved = _framed(norm, RESOLVED_FRAMES, fold) and not _framed(
         _without(norm, WELL_NOW, fold), NOW_CUES, fold
@@ -453,18 +452,23 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
             hits = []  # only a mention, in a question about information or the past
         if resolved:
             hits = []  # examined and explained by a doctor, nothing new now
-        if hits and re.search(PAIR_EXCEPTIONS.get(category, "(?!)"), norm):
-            hits = []  # a box of pills offered to share (「一整盒…分一顆給阿公」) is not swallowed
+        if hits and _excepted(category, norm):
+            hits = []
         if hits:
             categories.append(category)
             matched.extend(hits)
     for category, first, second in policy.red_flag_pairs:
         a, b = re.search(first, norm), re.search(second, norm)
-        if a and b and not re.search(PAIR_EXCEPTIONS.get(category, "(?!)"), norm):
+        if a and b and not _excepted(category, norm):
             if category not in categories:
                 categories.append(category)
             matched.extend([a.group(0), b.group(0)])
     return Triage(escalate=bool(categories), categories=categories, matched=matched)
+
+
+def _excepted(category: str, norm_text: str) -> bool:
+    exception = RED_FLAG_EXCEPTIONS.get(category)
+    return exception is not None and re.search(exception, norm_text) is not None
 
 
 def _framed(norm_text: str, frames: tuple[str, ...], fold: Fold) -> bool:
@@ -517,23 +521,23 @@ def is_referral_request(
     norm = _medicine_text(text, fold)
     if any(contains(norm, p, fold) for p in policy.referral_patterns):
         return True
-    return _names_medicine(norm, fold) and any(contains(norm, q, fold) for q in MEDICINE_QUESTIONS)
+    return _names_medicine(norm, fold) and _asks_about(norm, fold)
 
 
 def asks_about_medicine(text: str, fold: Fold = normalise) -> bool:
     """True when ``text`` asks about amount, stopping, skipping, sharing or combining, whatever
     it names: the second half of a referral whose medicine was named in an earlier turn
     (「阿公食脈優一年矣」, then 「想欲 stop 幾工，會使無？」)."""
-    norm = _medicine_text(text, fold)
-    return any(contains(norm, q, fold) for q in MEDICINE_QUESTIONS)
+    return _asks_about(_medicine_text(text, fold), fold)
+
+
+def _asks_about(norm_text: str, fold: Fold) -> bool:
+    return any(contains(norm_text, q, fold) for q in MEDICINE_QUESTIONS)
 
 
 def _medicine_text(text: str, fold: Fold) -> str:
     """The folded text with the harmless phrases that hold a medicine word removed."""
-    norm = fold(text)
-    for phrase in HARMLESS_MEDICINE_PHRASES:
-        norm = phrase_pattern(phrase, fold).sub(" ", norm)
-    return norm
+    return _without(fold(text), HARMLESS_MEDICINE_PHRASES, fold)
 
 
 @lru_cache(maxsize=8)

@@ -49,13 +49,20 @@ CUE_VALUE = 0.5  # a cue's feature value; an n-gram's is 1/sqrt(n-grams in the t
 
 def ngrams(text: str, sizes: tuple[int, ...] = NGRAM_SIZES) -> set[str]:
     """The distinct character n-grams of the folded text, punctuation dropped."""
-    chars = "".join(c for c in fold(text) if c not in _SKIP)
+    return _folded_ngrams(fold(text), sizes)
+
+
+def _folded_ngrams(norm: str, sizes: tuple[int, ...] = NGRAM_SIZES) -> set[str]:
+    chars = "".join(c for c in norm if c not in _SKIP)
     return {chars[i : i + n] for n in sizes for i in range(len(chars) - n + 1)}
 
 
 def cues(text: str) -> set[str]:
     """The cue groups with a phrase in ``text`` (matched as the rules match, on folded text)."""
-    norm = fold(text)
+    return _folded_cues(fold(text))
+
+
+def _folded_cues(norm: str) -> set[str]:
     return {
         name
         for name, phrases in CUE_GROUPS.items()
@@ -80,11 +87,12 @@ class NgramWeights:
         x = np.zeros((len(texts), len(self.vocab)), dtype=np.float32)
         with_cues = any(name in self.vocab for name in CUE_GROUPS)
         for row, text in enumerate(texts):
-            columns = [self.vocab[g] for g in ngrams(text) if g in self.vocab]
+            norm = fold(text)  # once per text: n-grams and cues read the same folded form
+            columns = [self.vocab[g] for g in _folded_ngrams(norm) if g in self.vocab]
             if columns:
                 x[row, columns] = 1.0 / np.sqrt(len(columns))
             if with_cues:
-                x[row, [self.vocab[c] for c in cues(text) if c in self.vocab]] = CUE_VALUE
+                x[row, [self.vocab[c] for c in _folded_cues(norm) if c in self.vocab]] = CUE_VALUE
         return x
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
