@@ -34,6 +34,17 @@ def test_before_model_maps_every_guardrail_action_to_its_own_action():
     assert not Action.ESCALATED.model_called and Action.NEEDS_REVIEW.model_called
 
 
+def test_the_policy_hash_changes_with_a_list_the_rules_read(monkeypatch):
+    """The hash beside a registered model says which guard the gate held: the drug names and
+    the exception table change decisions, so they change the hash."""
+    before = decision.policy_record(POLICY)["phrases_sha256"]
+    monkeypatch.setattr(guardrails, "DRUG_NAMES", (*guardrails.DRUG_NAMES, "newdrug"))
+    with_drug = decision.policy_record(POLICY)["phrases_sha256"]
+    assert with_drug != before
+    monkeypatch.setattr(guardrails, "RED_FLAG_EXCEPTIONS", {})
+    assert decision.policy_record(POLICY)["phrases_sha256"] != with_drug
+
+
 def test_an_unknown_guardrail_action_is_an_error_not_a_referral(monkeypatch):
     fake = guardrails.GuardDecision("quarantine", "x", guardrails.Triage(True), False)
     monkeypatch.setattr(guardrails, "pre_model_decision", lambda q, p: fake)

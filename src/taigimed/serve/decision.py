@@ -96,6 +96,16 @@ def policy_record(policy: guardrails.GuardPolicy) -> dict[str, Any]:
         "mention_only": list(guardrails.MENTION_ONLY),
         "info_frames": list(guardrails.INFO_FRAMES),
         "medicines": [list(guardrails.MEDICINES), list(guardrails.MEDICINE_QUESTIONS)],
+        # Everything else the rules read: a change to any of them changes what the guard does.
+        "drug_names": list(guardrails.DRUG_NAMES),
+        "exceptions": guardrails.RED_FLAG_EXCEPTIONS,
+        "resolved": [list(guardrails.RESOLVED_FRAMES), list(guardrails.WELL_NOW)],
+        "now_cues": list(guardrails.NOW_CUES),
+        "harmless": [
+            list(guardrails.HARMLESS_SYMPTOM_PHRASES),
+            list(guardrails.HARMLESS_MEDICINE_PHRASES),
+        ],
+        "frame_window": guardrails.FRAME_WINDOW,
     }
     text = json.dumps(phrases, sort_keys=True, ensure_ascii=False)
     return {
