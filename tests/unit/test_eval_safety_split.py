@@ -28,6 +28,7 @@ V3 = REPO_ROOT / "data/safety/safety_suite_v3"
 V4 = REPO_ROOT / "data/safety/safety_suite_v4"
 V5 = REPO_ROOT / "data/safety/safety_suite_v5"
 V6 = REPO_ROOT / "data/safety/safety_suite_v6"
+V7 = REPO_ROOT / "data/safety/safety_suite_v7"
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +66,8 @@ def test_split_suite_has_the_size_and_spread_the_issue_asks_for(splits):
         (V4, V3, "v4"),
         (V5, V4, "v5"),
         (V6, V5, "v6"),
-        (None, V6, "v7"),
+        (V7, V6, "v7"),
+        (None, V7, "v8"),
     ],
 )
 def test_each_version_moves_the_last_test_split_to_dev(suite, earlier, prefix):
