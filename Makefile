@@ -12,7 +12,7 @@ VLLM_STAMP := $(VLLM_VENV)/.installed
 PROFILE ?= configs/demo-cpu
 PYTEST_ARGS ?=
 
-.PHONY: help setup lint checkov format test test-fast demo compile render bench bench-env tf-check clean vllm-env rehearsal ui ui-screenshots triage-detector
+.PHONY: help setup lint checkov format test test-fast demo compile render bench bench-env tf-check clean vllm-env rehearsal ui ui-screenshots triage-detector triage-reader
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -133,6 +133,9 @@ bench: setup vllm-env $(if $(BENCH_INSTALL),$(BENCH_STAMP)) ## benchmarks -> ben
 
 triage-detector: setup ## retrain the triage detectors (split suite train + v1; thresholds on dev; never test)
 	$(PY) -m taigimed.triage.train
+
+triage-reader: setup ## train the LoRA Gemma 3 270M triage reader into the model cache (~15 min, 2 cores)
+	$(PY) -m taigimed.triage.train --only reader
 
 tf-check: setup ## static Terraform checks (terraform fmt where the binary exists)
 	@if command -v terraform >/dev/null; then terraform fmt -check -recursive terraform/; \

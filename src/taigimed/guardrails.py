@@ -466,6 +466,20 @@ def triage(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise)
     return Triage(escalate=bool(categories), categories=categories, matched=matched)
 
 
+def mentions(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise) -> list[str]:
+    """The mention-only red-flag words in ``text``, framed or not: what the triage chain's
+    reader is asked about (「講中風的預防」 is cleared by the frame here, but a frame list is
+    never complete)."""
+    policy = policy or GuardPolicy()
+    norm = _without(fold(text), HARMLESS_SYMPTOM_PHRASES, fold)
+    return [
+        p
+        for phrases in policy.red_flags.values()
+        for p in phrases
+        if p in MENTION_ONLY and contains(norm, p, fold)
+    ]
+
+
 def _excepted(category: str, norm_text: str) -> bool:
     exception = RED_FLAG_EXCEPTIONS.get(category)
     return exception is not None and re.search(exception, norm_text) is not None

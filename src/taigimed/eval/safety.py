@@ -24,7 +24,7 @@ from typing import Any
 
 from taigimed.eval.io import EvalDataError, read_eval_set, require_str
 from taigimed.guardrails import GuardDecision, GuardPolicy, guard_response, has_disclaimer
-from taigimed.triage.chain import TriageChain, guard_conversation
+from taigimed.triage.chain import TriageChain, TriageConfig, guard_conversation
 from taigimed.utils import REPO_ROOT, sha256_file
 
 KINDS = ("escalate", "disclaimer", "refer")
@@ -389,6 +389,13 @@ def format_split_table(metrics: dict[str, float]) -> str:
     return "\n".join(lines)
 
 
+def chain_parts(chain: TriageChain) -> list[str]:
+    """The parts of the chain that run, as metrics.json names them (what the gate held)."""
+    parts = ["rules"] if chain.cfg.rules else []
+    parts += [name for name, _ in chain.detectors()]
+    return parts + (["reader"] if chain.reader is not None else [])
+
+
 @dataclass
 class SafetyTaskResult:
     """What ``tasks=[safety]`` adds to an evaluation: metrics, rows to write, misses to show."""
@@ -414,6 +421,12 @@ def run_safety_task(
     policy = policy or chain.policy
     v1 = run_suite(load_suite(suite), generate, policy, chain)
     metrics, failures, meta = dict(v1.metrics), list(v1.failures), suite_info(suite)
+    meta["safety_triage_parts"] = "+".join(chain_parts(chain))
+    if chain.reader is not None:
+        meta["safety_triage_reader"] = json.dumps(
+            {"thresholds": chain.reader.thresholds, "flags": chain.reader.files.flags},
+            sort_keys=True,
+        )
     rows_split: list[dict[str, Any]] = []
     if split_suite:
         root = resolve_suite_path(split_suite)
@@ -427,7 +440,8 @@ def run_safety_task(
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m taigimed.eval.safety [--split-suite DIR] [--out metrics.json]``: the split table.
+    """``python -m taigimed.eval.safety [--split-suite DIR] [--reader] [--out metrics.json]``: the
+    split table (``--reader``: the chain with the trained reader, ``make triage-reader``).
 
     The same numbers ``taigimed evaluate`` reports under ``tasks=[safety]``, without a model
     (canned answers: the guard's decisions do not depend on them)."""
@@ -437,8 +451,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Safety split suite: rules vs chain, per split")
     parser.add_argument("--split-suite", default=DEFAULT_SPLIT_SUITE)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--reader", action="store_true", help="the chain with the reader on")
     args = parser.parse_args(argv)
-    result = run_split_suite(load_split_suite(args.split_suite), TriageChain())
+    chain = TriageChain(TriageConfig(reader=args.reader))
+    result = run_split_suite(load_split_suite(args.split_suite), chain)
     print(format_split_table(result.metrics))
     for line in result.failures:
         print("test miss:", line)

@@ -121,6 +121,8 @@ def chain_from_settings(settings: PolicySettings, policy: guardrails.GuardPolicy
     once: one embedding per request afterwards."""
     chain = TriageChain(settings.triage, policy)
     chain.triage_turns(["暖機"])  # load the embedder now, not on the first user's request
+    if chain.reader is not None:
+        chain.reader.scores("暖機")  # and the reader's first forward pass (it reads few requests)
     return chain
 
 

@@ -8,6 +8,12 @@ millisecond, on by default) and a multilingual-e5-small embedding classifier
 (``taigimed.triage.detector``: ~25 ms per uncached text on one core, off by default, so the
 chain keeps the guard's 5 ms triage budget; docs/evaluation.md has both measured).
 
+A third learned part, the reader (``taigimed.triage.reader``: Gemma 3 270M with a LoRA adapter,
+off by default, trained by ``make triage-reader``), changes the rule "any part firing
+escalates": with it on, symptom phrases and the referral rules still decide alone, and what
+only flags a request (a mention-only word, an n-gram score, a medicine named) is the reader's
+call. It reads only flagged requests (~60-100 ms each on two threads).
+
 A detector's refer class counts only when the latest turn names a medicine
 (``guardrails.names_medicine``): a dose request always does, and routine questions with a
 dose-like shape (「一擺食偌濟較適當？」 about sweet potatoes) do not.
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from taigimed import guardrails
 from taigimed.triage.detector import (
@@ -33,6 +40,9 @@ from taigimed.triage.detector import (
 )
 from taigimed.triage.ngram import NgramDetector, load_ngram_weights
 from taigimed.triage.normalise import fold
+
+if TYPE_CHECKING:
+    from taigimed.triage.reader import Reader
 
 # The detector reads at most this many characters of the joined user turns (the latest ones):
 # embedding cost grows with length, and a red flag is a sentence, not an essay.
@@ -52,6 +62,11 @@ class TriageConfig:
     detector_weights: str = ""  # "" = the packaged taigimed/triage/detector_weights.json
     escalate_threshold: float | None = None  # embedding detector; None = chosen on dev
     refer_threshold: float | None = None
+    # The LoRA-tuned Gemma 3 270M arbiter (taigimed.triage.reader; `make triage-reader` trains
+    # it into the model cache). On: symptom phrases still escalate alone; mention-only words and
+    # n-gram scores only flag a request, and the reader decides (~60-100 ms per flagged request).
+    reader: bool = False
+    reader_dir: str = ""  # "" = $TAIGIMED_CACHE/models/triage-reader
 
 
 @dataclass
@@ -87,6 +102,7 @@ class TriageChain:
         cfg: TriageConfig | None = None,
         policy: guardrails.GuardPolicy | None = None,
         embed: Embedder | None = None,
+        reader: Reader | None = None,
     ) -> None:
         self.cfg = cfg or TriageConfig()
         self.policy = policy or guardrails.GuardPolicy()
@@ -94,6 +110,11 @@ class TriageChain:
         self.ngram: NgramDetector | None = None
         if self.cfg.ngram:
             self.ngram = NgramDetector(load_ngram_weights(self.cfg.ngram_weights))
+        self.reader = reader  # given: precomputed scores (threshold choice on dev, tests)
+        if self.cfg.reader and reader is None:
+            from taigimed.triage.reader import Reader  # deferred: torch, only when asked for
+
+            self.reader = Reader.load(self.cfg.reader_dir)
         self.detector: EmbeddingDetector | None = None
         if self.cfg.detector:
             weights = load_weights(self.cfg.detector_weights)
@@ -111,59 +132,116 @@ class TriageChain:
         return [(name, d) for name, d in named if d is not None]
 
     def rules_only(self) -> TriageChain:
-        """The same chain with both detectors off (evaluation reports both)."""
+        """The same chain with every learned part off (evaluation reports both)."""
         clone = TriageChain.__new__(TriageChain)
-        clone.cfg = TriageConfig(**{**self.cfg.__dict__, "detector": False, "ngram": False})
+        off = {"detector": False, "ngram": False, "reader": False}
+        clone.cfg = TriageConfig(**{**self.cfg.__dict__, **off})
         clone.policy, clone.fold = self.policy, self.fold
-        clone.detector = clone.ngram = None
+        clone.detector = clone.ngram = clone.reader = None
         return clone
 
     def triage_turns(self, user_turns: list[str]) -> ChainResult:
-        """Triage every user turn of a conversation (oldest first); any hit escalates."""
+        """Triage every user turn of a conversation (oldest first); any hit escalates, or with
+        the reader on, any symptom phrase escalates and the reader decides the flagged rest."""
         result = ChainResult(escalate=False, refer=False)
         if self.cfg.rules:
-            for index, turn in enumerate(user_turns):
-                hit = guardrails.triage(turn, self.policy, self.fold)
-                if hit.escalate:
-                    if result.escalated_turn is None:
-                        result.escalated_turn = index
-                    result.escalate = True
-                    result.categories += [c for c in hit.categories if c not in result.categories]
-                    result.matched += hit.matched
-            if len(user_turns) > 1 and not result.escalate:
-                # Two facts told in different turns (「伊昨昏跋倒挵著頭」 ... 「今仔日一直欲睏」)
-                # are one red flag: the paired rules also read the turns together.
-                hit = guardrails.triage(TURN_SEPARATOR.join(user_turns), self.policy, self.fold)
-                if hit.escalate:
-                    result.escalate, result.escalated_turn = True, len(user_turns) - 1
-                    result.categories += hit.categories
-                    result.matched += hit.matched
-            if result.escalate:
-                result.fired.append("rules")
-            # Referral is about what is asked now: the latest turn, or a medicine question in
-            # it about a medicine an earlier turn named ("my dad is on warfarin" ... "can he
-            # skip it while he's away?").
-            if user_turns and self._asks_for_referral(user_turns):
-                result.refer = True
-                result.fired.append("rules:refer")
-        if user_turns and not result.escalate:
+            self._rules(user_turns, result)
+        if not user_turns:
+            return result
+        if self.reader is not None:
+            self._arbitrate(user_turns, result, self.reader)
+        elif not result.escalate:
             # Rules already escalated: skip the detectors (the answer cannot change).
-            joined = detector_input(user_turns)
-            for name, detector in self.detectors():
-                scores = detector.scores(joined)
-                result.scores.update({f"{name}:{k}": v for k, v in scores.items()})
-                if detector.fires(scores, "escalate"):
-                    result.escalate = True
-                    result.fired.append(name)
-                    break
-                if (
-                    not result.refer
-                    and detector.fires(scores, "refer")
-                    and guardrails.names_medicine(user_turns[-1], self.fold)
-                ):
-                    result.refer = True
-                    result.fired.append(f"{name}:refer")
+            self._detectors(user_turns, result)
         return result
+
+    def _rules(self, user_turns: list[str], result: ChainResult) -> None:
+        for index, turn in enumerate(user_turns):
+            hit = guardrails.triage(turn, self.policy, self.fold)
+            if hit.escalate:
+                if result.escalated_turn is None:
+                    result.escalated_turn = index
+                result.escalate = True
+                result.categories += [c for c in hit.categories if c not in result.categories]
+                result.matched += hit.matched
+        if len(user_turns) > 1 and not result.escalate:
+            # Two facts told in different turns (「伊昨昏跋倒挵著頭」 ... 「今仔日一直欲睏」)
+            # are one red flag: the paired rules also read the turns together.
+            hit = guardrails.triage(TURN_SEPARATOR.join(user_turns), self.policy, self.fold)
+            if hit.escalate:
+                result.escalate, result.escalated_turn = True, len(user_turns) - 1
+                result.categories += hit.categories
+                result.matched += hit.matched
+        if result.escalate:
+            result.fired.append("rules")
+        # Referral is about what is asked now: the latest turn, or a medicine question in it
+        # about a medicine an earlier turn named ("my dad is on warfarin" ... "can he skip it
+        # while he's away?").
+        if user_turns and self._asks_for_referral(user_turns):
+            result.refer = True
+            result.fired.append("rules:refer")
+
+    def _detectors(self, user_turns: list[str], result: ChainResult, decide: bool = True) -> None:
+        """The learned detectors, cheapest first. ``decide=False`` only records their scores
+        (with the reader on, they flag and the reader decides)."""
+        joined = detector_input(user_turns)
+        for name, detector in self.detectors():
+            scores = detector.scores(joined)
+            result.scores.update({f"{name}:{k}": v for k, v in scores.items()})
+            if not decide:
+                continue
+            if detector.fires(scores, "escalate"):
+                result.escalate = True
+                result.fired.append(name)
+                break
+            if (
+                not result.refer
+                and detector.fires(scores, "refer")
+                and guardrails.names_medicine(user_turns[-1], self.fold)
+            ):
+                result.refer = True
+                result.fired.append(f"{name}:refer")
+
+    def _arbitrate(self, user_turns: list[str], result: ChainResult, reader: Reader) -> None:
+        """Symptom phrases escalate and the referral rules refer, as without the reader; what
+        only flags a request goes to the reader, which escalates, refers or clears it:
+        mention-only red-flag words (framed or not), n-gram scores above the reader's flag
+        bars, a medicine question or a medicine named. Requests nobody flagged never reach the
+        reader (it is the slow part)."""
+        if result.escalate and any(m not in guardrails.MENTION_ONLY for m in result.matched):
+            return  # a symptom phrase or a pair: an emergency whatever the reader thinks
+        self._detectors(user_turns, result, decide=False)
+
+        def above_flag(label: str) -> bool:
+            return any(
+                result.scores.get(f"{name}:{label}", 0.0) >= reader.flag(f"{name}:{label}")
+                for name, _ in self.detectors()
+            )
+
+        flagged = result.escalate or above_flag("escalate")
+        flagged = flagged or any(
+            guardrails.mentions(turn, self.policy, self.fold) for turn in user_turns
+        )
+        medicine_question = not result.refer and (
+            above_flag("refer")
+            or guardrails.asks_about_medicine(user_turns[-1], self.fold)
+            or any(guardrails.names_medicine(turn, self.fold) for turn in user_turns)
+        )
+        if not (flagged or medicine_question):
+            return
+        scores = reader.scores(detector_input(user_turns))
+        result.scores.update({f"reader:{k}": v for k, v in scores.items()})
+        if flagged and reader.fires(scores, "escalate"):
+            if not result.escalate:
+                result.escalate = True
+                result.fired.append("reader")
+        elif result.escalate:  # a mention-only rule hit the reader does not confirm
+            result.escalate, result.escalated_turn = False, None
+            result.categories, result.matched = [], []
+            result.fired = [f for f in result.fired if f != "rules"] + ["reader:cleared"]
+        if medicine_question and not result.escalate and reader.fires(scores, "refer"):
+            result.refer = True
+            result.fired.append("reader:refer")
 
     def _asks_for_referral(self, user_turns: list[str]) -> bool:
         latest, earlier = user_turns[-1], user_turns[:-1]

