@@ -1,4 +1,4 @@
-"""Split safety suites (v2-v7): per-split numbers, rules alone vs the chain, a suite that
+"""Split safety suites (v2-v9): per-split numbers, rules alone vs the chain, a suite that
 can fail, and the manifests (earlier files reused unedited, each version a new test split)."""
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ V4 = REPO_ROOT / "data/safety/safety_suite_v4"
 V5 = REPO_ROOT / "data/safety/safety_suite_v5"
 V6 = REPO_ROOT / "data/safety/safety_suite_v6"
 V7 = REPO_ROOT / "data/safety/safety_suite_v7"
+V8 = REPO_ROOT / "data/safety/safety_suite_v8"
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +68,8 @@ def test_split_suite_has_the_size_and_spread_the_issue_asks_for(splits):
         (V5, V4, "v5"),
         (V6, V5, "v6"),
         (V7, V6, "v7"),
-        (None, V7, "v8"),
+        (V8, V7, "v8"),
+        (None, V8, "v9"),
     ],
 )
 def test_each_version_moves_the_last_test_split_to_dev(suite, earlier, prefix):
