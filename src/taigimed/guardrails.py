@@ -480,6 +480,23 @@ def mentions(text: str, policy: GuardPolicy | None = None, fold: Fold = normalis
     ]
 
 
+def softened(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise) -> bool:
+    """True when ``text`` has red-flag hits and says something that may make them harmless:
+    every hit sits near an information frame (「五年前中風過，這馬倒手較無力」), or the text
+    carries a reassurance cue (「喘甲欲死，歇一睏就好矣」, 「氣甲欲吐血，哈哈」).
+
+    Not a rule: both lists also occur in real emergencies (「了後」, 「有點發紫」), so the rules
+    escalate regardless. With the triage chain's reader on, a softened hit is the one kind of
+    symptom phrase the reader may clear, and only when it is near-certain (its dev-chosen
+    clearing bar, a few hundredths)."""
+    policy = policy or GuardPolicy()
+    hit = triage(text, policy, fold)
+    if not hit.escalate:
+        return False
+    norm = _without(fold(text), HARMLESS_SYMPTOM_PHRASES, fold)
+    return _near_a_frame(norm, hit.matched, fold) or _framed(norm, REASSURANCE_CUES, fold)
+
+
 def _excepted(category: str, norm_text: str) -> bool:
     exception = RED_FLAG_EXCEPTIONS.get(category)
     return exception is not None and re.search(exception, norm_text) is not None

@@ -12,11 +12,13 @@ import json
 import pytest
 
 from taigimed.eval.safety import SafetyItem, chain_parts
-from taigimed.guardrails import GuardPolicy
+from taigimed.guardrails import GuardPolicy, softened
 from taigimed.serve import decision
 from taigimed.serve.config import PolicySettings
 from taigimed.triage import TriageChain, TriageConfig
+from taigimed.triage.normalise import fold
 from taigimed.triage.reader import (
+    CLEAR_FLAG,
     READER_FILE,
     Reader,
     ReaderFiles,
@@ -26,27 +28,52 @@ from taigimed.triage.reader import (
     load_reader_model,
     save_reader,
 )
-from taigimed.triage.train import dev_halves, tune_reader_on_dev
+from taigimed.triage.train import READER_GRID, dev_halves, tune_reader_on_dev
 
 FAINTED = "阿爸拄才昏倒"  # only a mention-only word (昏倒): the rules escalate it alone
 FRAMED = "我昨昏看電視講中風的預防"  # a mention inside an information frame: rules clear it
 SYMPTOM = "阿母講話大舌，喙歪一爿"  # symptom phrases
 WEATHER = "今仔日天氣真好"
 STORAGE = "阿公的藥仔愛囥冰箱無？"  # names a medicine, asks nothing a pharmacist must answer
+IDIOM = "爬山喘甲欲死，歇一睏就好矣"  # a symptom phrase with a reassurance cue: softened
+SOFT_EMERGENCY = "阿爸胸坎痛，冷汗直直流，有點喘"  # softened too (有點): the reader must keep it
 
 ESCALATE = (0.9, 0.05, 0.05)
 REFER = (0.05, 0.9, 0.05)
 ROUTINE = (0.02, 0.03, 0.95)
 
 
-def chain_with(scored: dict[str, tuple[float, ...]], ngram: bool = False) -> TriageChain:
-    files = ReaderFiles({"escalate": 0.5, "refer": 0.5}, {"ngram:escalate": 0.99})
+def chain_with(
+    scored: dict[str, tuple[float, ...]], ngram: bool = False, clear: float = 0.02
+) -> TriageChain:
+    flags = {"ngram:escalate": 0.99, CLEAR_FLAG: clear}
+    files = ReaderFiles({"escalate": 0.5, "refer": 0.5}, flags)
     return TriageChain(TriageConfig(ngram=ngram), reader=Reader(files, scored=scored))
 
 
 def test_a_symptom_phrase_escalates_without_asking_the_reader():
     result = chain_with({}).triage(SYMPTOM)  # no scores: asking the reader would raise
     assert result.escalate and result.fired == ["rules"]
+
+
+def test_softened_means_a_rule_hit_beside_a_frame_or_a_reassurance_cue():
+    assert softened(IDIOM, fold=fold) and softened(SOFT_EMERGENCY, fold=fold)
+    assert softened("阮阿嬤五年前中風過，這馬倒手較無力", fold=fold)  # a frame beside each hit
+    assert not softened(SYMPTOM, fold=fold) and not softened(WEATHER, fold=fold)
+
+
+def test_the_reader_clears_a_softened_symptom_phrase_only_when_near_certain():
+    cleared = chain_with({IDIOM: (0.01, 0.0, 0.99)}).triage(IDIOM)
+    assert not cleared.escalate and cleared.fired == ["reader:cleared"]
+    unsure = chain_with({SOFT_EMERGENCY: (0.03, 0.0, 0.97)}).triage(SOFT_EMERGENCY)
+    assert unsure.escalate and unsure.fired == ["rules"]  # 0.03 is above the 0.02 bar
+    kept = chain_with({SOFT_EMERGENCY: ESCALATE}).triage(SOFT_EMERGENCY)
+    assert kept.escalate and kept.categories == ["chest_pain"]
+
+
+def test_a_reader_without_a_clearing_bar_never_clears_a_symptom_phrase():
+    # reader.json written before the bar existed: 0 means never
+    assert chain_with({IDIOM: (0.0, 0.0, 1.0)}, clear=0.0).triage(IDIOM).escalate
 
 
 def test_the_reader_confirms_or_clears_a_mention_only_rule_hit():
@@ -122,9 +149,25 @@ def test_bars_are_the_highest_on_the_grid_that_keep_the_dev_targets():
     scored = {FAINTED: ESCALATE, FRAMED: (0.04, 0.0, 0.96), WEATHER: ROUTINE, STORAGE: REFER}
     files, counts = tune_reader_on_dev(scored, dev)
     assert files.thresholds["escalate"] == 0.03  # the highest grid value at or under 0.04
-    assert files.thresholds["refer"] == 0.5  # capped: every medicine question caught at 0.5
+    assert files.thresholds["refer"] == max(READER_GRID)  # every medicine question caught
     assert counts["recall"] == [2, 2] and counts["referral"] == [1, 1]
     assert "ngram:escalate" in files.flags and "ngram:refer" in files.flags
+    assert files.flags[CLEAR_FLAG] == 0.02  # no softened phrase on this dev: the grid's top
+
+
+def test_the_clearing_bar_is_the_highest_that_loses_no_dev_emergency():
+    dev = [
+        _item(1, "escalate", SOFT_EMERGENCY),
+        _item(2, "disclaimer", IDIOM),
+        _item(3, "disclaimer", WEATHER),
+    ]
+    scored = {SOFT_EMERGENCY: (0.007, 0.0, 0.993), IDIOM: (0.001, 0.0, 0.999), WEATHER: ROUTINE}
+    files, counts = tune_reader_on_dev(scored, dev)
+    assert files.flags[CLEAR_FLAG] == 0.005  # 0.01 would clear the emergency scored 0.007
+    assert counts["recall"] == [1, 1] and counts["over_triage"] == [0, 2]
+    scored[SOFT_EMERGENCY] = (0.001, 0.0, 0.999)  # no bar keeps it: the reader never clears
+    files, counts = tune_reader_on_dev(scored, dev)
+    assert files.flags[CLEAR_FLAG] == 0.0 and counts["over_triage"] == [1, 2]
 
 
 @pytest.mark.slow

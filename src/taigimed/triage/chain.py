@@ -12,7 +12,9 @@ A third learned part, the reader (``taigimed.triage.reader``: Gemma 3 270M with 
 off by default, trained by ``make triage-reader``), changes the rule "any part firing
 escalates": with it on, symptom phrases and the referral rules still decide alone, and what
 only flags a request (a mention-only word, an n-gram score, a medicine named) is the reader's
-call. It reads only flagged requests (~60-100 ms each on two threads).
+call. It reads only flagged requests (~60-100 ms each on two threads). The one symptom phrase
+it may clear is a softened one (a frame or a reassurance cue in the same turn:
+「喘甲欲死，歇一睏就好矣」), and only below a clearing bar of a few hundredths.
 
 A detector's refer class counts only when the latest turn names a medicine
 (``guardrails.names_medicine``): a dose request always does, and routine questions with a
@@ -63,8 +65,9 @@ class TriageConfig:
     escalate_threshold: float | None = None  # embedding detector; None = chosen on dev
     refer_threshold: float | None = None
     # The LoRA-tuned Gemma 3 270M arbiter (taigimed.triage.reader; `make triage-reader` trains
-    # it into the model cache). On: symptom phrases still escalate alone; mention-only words and
-    # n-gram scores only flag a request, and the reader decides (~60-100 ms per flagged request).
+    # it into the model cache). On: symptom phrases still escalate alone (unless softened and
+    # the reader is near-certain); mention-only words and n-gram scores only flag a request, and
+    # the reader decides (~60-100 ms per flagged request).
     reader: bool = False
     reader_dir: str = ""  # "" = $TAIGIMED_CACHE/models/triage-reader
 
@@ -207,9 +210,18 @@ class TriageChain:
         only flags a request goes to the reader, which escalates, refers or clears it:
         mention-only red-flag words (framed or not), n-gram scores above the reader's flag
         bars, a medicine question or a medicine named. Requests nobody flagged never reach the
-        reader (it is the slow part)."""
+        reader (it is the slow part).
+
+        One exception to "symptom phrases decide": a phrase the same turn softens (an
+        information frame beside it, or a reassurance cue: 「喘甲欲死，歇一睏就好矣」) is cleared
+        when the reader is near-certain it is no emergency (escalate below its clearing bar,
+        chosen on dev so that no dev emergency is lost)."""
         if result.escalate and any(m not in guardrails.MENTION_ONLY for m in result.matched):
-            return  # a symptom phrase or a pair: an emergency whatever the reader thinks
+            if not self._softened(user_turns):
+                return  # a symptom phrase or a pair, told plainly: an emergency
+            if self._read(user_turns, result, reader)["escalate"] >= reader.clear_bar():
+                return
+            self._clear(result)
         self._detectors(user_turns, result, decide=False)
 
         def above_flag(label: str) -> bool:
@@ -229,19 +241,35 @@ class TriageChain:
         )
         if not (flagged or medicine_question):
             return
-        scores = reader.scores(detector_input(user_turns))
-        result.scores.update({f"reader:{k}": v for k, v in scores.items()})
+        scores = self._read(user_turns, result, reader)
         if flagged and reader.fires(scores, "escalate"):
             if not result.escalate:
                 result.escalate = True
                 result.fired.append("reader")
         elif result.escalate:  # a mention-only rule hit the reader does not confirm
-            result.escalate, result.escalated_turn = False, None
-            result.categories, result.matched = [], []
-            result.fired = [f for f in result.fired if f != "rules"] + ["reader:cleared"]
+            self._clear(result)
         if medicine_question and not result.escalate and reader.fires(scores, "refer"):
             result.refer = True
             result.fired.append("reader:refer")
+
+    def _read(self, user_turns: list[str], result: ChainResult, reader: Reader) -> dict:
+        scores = reader.scores(detector_input(user_turns))
+        result.scores.update({f"reader:{k}": v for k, v in scores.items()})
+        return scores
+
+    @staticmethod
+    def _clear(result: ChainResult) -> None:
+        """Undo a rule escalation the reader overruled (the referral decision stays)."""
+        result.escalate, result.escalated_turn = False, None
+        result.categories, result.matched = [], []
+        result.fired = [f for f in result.fired if f != "rules"] + ["reader:cleared"]
+
+    def _softened(self, user_turns: list[str]) -> bool:
+        """Every user turn (and, for the pairs, the turns joined) whose rules escalate is
+        softened (``guardrails.softened``)."""
+        texts = user_turns + ([TURN_SEPARATOR.join(user_turns)] if len(user_turns) > 1 else [])
+        hits = [t for t in texts if guardrails.triage(t, self.policy, self.fold).escalate]
+        return bool(hits) and all(guardrails.softened(t, self.policy, self.fold) for t in hits)
 
     def _asks_for_referral(self, user_turns: list[str]) -> bool:
         latest, earlier = user_turns[-1], user_turns[:-1]

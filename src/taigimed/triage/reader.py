@@ -34,6 +34,7 @@ from taigimed.triage.detector import LABELS, CachedDetector
 READER_NAME = "triage-reader"
 READER_FILE = "reader.json"
 HEAD_FILE = "head.safetensors"
+CLEAR_FLAG = "reader:clear"  # flags key of the clearing bar (Reader.clear_bar)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -258,6 +259,11 @@ class Reader(CachedDetector):
     def flag(self, name: str) -> float:
         """The bar above which a cheaper part's score sends a request to the reader."""
         return self.files.flags.get(name, 1.0)
+
+    def clear_bar(self) -> float:
+        """The escalate probability below which the reader may clear a softened symptom phrase
+        (``TriageChain._arbitrate``); 0 (never) for a reader trained before there was one."""
+        return self.files.flags.get(CLEAR_FLAG, 0.0)
 
     def _probabilities(self, text: str) -> tuple[float, ...]:
         if self.scored is not None:

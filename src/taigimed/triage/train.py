@@ -45,6 +45,7 @@ from taigimed.triage.detector import (
 )
 from taigimed.triage.ngram import DEFAULT_NGRAM_WEIGHTS, NgramWeights, fit_ngram
 from taigimed.triage.reader import (
+    CLEAR_FLAG,
     Reader,
     ReaderFiles,
     ReaderModel,
@@ -84,7 +85,9 @@ NGRAM_REFER_RECALL = 0.9
 # bar sends to the reader every request scoring like the 0.99 best-caught dev emergencies; the
 # reader's thresholds are the highest on the grid at which the whole chain (symptom phrases,
 # then the reader on flagged requests) still catches the targets on dev. Dev targets sit above
-# the gate's (0.98, 0.95) so a new split's harder words leave some margin.
+# the gate's (0.98, 0.95) so a new split's harder words leave some margin. The grid reaches 0.8
+# (it stopped at 0.5 up to suite v8): the reader only sees flagged requests, and on v8's dev
+# tuning half (v8's reader) 0.8 kept the targets with over-triage 17 -> 10 of 241.
 NGRAM_FLAG_RECALL = 0.99
 READER_CHAIN_RECALL = 0.985
 READER_CHAIN_REFERRAL = 0.96
@@ -92,7 +95,10 @@ READER_CHAIN_REFERRAL = 0.96
 # also fits on half of dev (a fixed half, by a hash of each item's id) and its bars are chosen on
 # the other half. The test split is never read.
 READER_DEV_FIT_SHARE = 0.5
-READER_GRID = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+READER_GRID = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+# The clearing bar's grid: the reader overrules a (softened) symptom phrase only when it is
+# near-certain, so the grid stops at 0.02 whatever dev would allow.
+READER_CLEAR_GRID = (0.002, 0.005, 0.01, 0.02)
 
 
 def detector_text(item: SafetyItem) -> str:
@@ -272,6 +278,16 @@ def tune_reader_on_dev(
                 chosen = t
                 break
         chain.reader.thresholds[label] = files.thresholds[label] = chosen
+    # The clearing bar last, on the chain as chosen: the highest that loses no emergency the
+    # chain escalates with clearing off (a softened symptom phrase the reader scores below it
+    # is cleared; TriageChain._arbitrate).
+    caught = chain_counts(chain, dev)["recall"][0]
+    files.flags[CLEAR_FLAG] = 0.0
+    for bar in sorted(READER_CLEAR_GRID, reverse=True):
+        files.flags[CLEAR_FLAG] = bar
+        if chain_counts(chain, dev)["recall"][0] >= caught:
+            break
+        files.flags[CLEAR_FLAG] = 0.0
     return files, chain_counts(chain, dev)
 
 
