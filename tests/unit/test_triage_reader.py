@@ -16,6 +16,7 @@ from taigimed.guardrails import GuardPolicy, softened
 from taigimed.serve import decision
 from taigimed.serve.config import PolicySettings
 from taigimed.triage import TriageChain, TriageConfig
+from taigimed.triage.chain import reader_texts
 from taigimed.triage.normalise import fold
 from taigimed.triage.reader import (
     CLEAR_FLAG,
@@ -28,7 +29,7 @@ from taigimed.triage.reader import (
     load_reader_model,
     save_reader,
 )
-from taigimed.triage.train import READER_GRID, dev_halves, tune_reader_on_dev
+from taigimed.triage.train import READER_REFER_GRID, dev_halves, tune_reader_on_dev
 
 FAINTED = "阿爸拄才昏倒"  # only a mention-only word (昏倒): the rules escalate it alone
 FRAMED = "我昨昏看電視講中風的預防"  # a mention inside an information frame: rules clear it
@@ -74,6 +75,22 @@ def test_the_reader_clears_a_softened_symptom_phrase_only_when_near_certain():
 def test_a_reader_without_a_clearing_bar_never_clears_a_symptom_phrase():
     # reader.json written before the bar existed: 0 means never
     assert chain_with({IDIOM: (0.0, 0.0, 1.0)}, clear=0.0).triage(IDIOM).escalate
+
+
+def test_the_reader_reads_each_turn_so_an_early_emergency_stays_one():
+    early = "阿公今仔暗怪怪，叫伊攏戇戇看"  # no rule hit; the reader, alone, calls it an emergency
+    later = "好，多謝。欲紮健保卡無？"  # a harmless question after it
+    joined, *alone = reader_texts([early, later])
+    assert alone == [early, later]
+    scored = {joined: (0.6, 0.0, 0.4), early: (0.97, 0.0, 0.03), later: ROUTINE}
+    chain = chain_with(scored, ngram=True)
+    assert chain.reader is not None
+    chain.reader.files.flags["ngram:escalate"] = 0.0  # flagged, so the reader reads it
+    chain.reader.thresholds["escalate"] = 0.8  # the joined text alone (0.6) would not escalate
+    result = chain.triage_turns([early, later])
+    assert result.escalate and result.scores["reader:escalate"] == 0.97
+    chain.cfg.reader_turns = False
+    assert not chain.triage_turns([early, later]).escalate
 
 
 def test_the_reader_confirms_or_clears_a_mention_only_rule_hit():
@@ -149,7 +166,7 @@ def test_bars_are_the_highest_on_the_grid_that_keep_the_dev_targets():
     scored = {FAINTED: ESCALATE, FRAMED: (0.04, 0.0, 0.96), WEATHER: ROUTINE, STORAGE: REFER}
     files, counts = tune_reader_on_dev(scored, dev)
     assert files.thresholds["escalate"] == 0.03  # the highest grid value at or under 0.04
-    assert files.thresholds["refer"] == max(READER_GRID)  # every medicine question caught
+    assert files.thresholds["refer"] == max(READER_REFER_GRID)  # every medicine question caught
     assert counts["recall"] == [2, 2] and counts["referral"] == [1, 1]
     assert "ngram:escalate" in files.flags and "ngram:refer" in files.flags
     assert files.flags[CLEAR_FLAG] == 0.02  # no softened phrase on this dev: the grid's top

@@ -70,6 +70,7 @@ class TriageConfig:
     # the reader decides (~60-100 ms per flagged request).
     reader: bool = False
     reader_dir: str = ""  # "" = $TAIGIMED_CACHE/models/triage-reader
+    reader_turns: bool = True  # the reader also reads each user turn alone (escalate: the highest)
 
 
 @dataclass
@@ -95,6 +96,13 @@ class ChainResult:
 def detector_input(user_turns: list[str]) -> str:
     """What the detector reads: the user turns joined, the latest ``MAX_DETECTOR_CHARS``."""
     return "\n".join(user_turns)[-MAX_DETECTOR_CHARS:]
+
+
+def reader_texts(user_turns: list[str]) -> list[str]:
+    """What the reader reads of a conversation: its user turns joined, then, for more than one
+    turn, each turn alone (the latest ``MAX_DETECTOR_CHARS`` of each)."""
+    alone = [turn[-MAX_DETECTOR_CHARS:] for turn in user_turns] if len(user_turns) > 1 else []
+    return [detector_input(user_turns), *alone]
 
 
 class TriageChain:
@@ -253,7 +261,15 @@ class TriageChain:
             result.fired.append("reader:refer")
 
     def _read(self, user_turns: list[str], result: ChainResult, reader: Reader) -> dict:
-        scores = reader.scores(detector_input(user_turns))
+        """The reader's scores for the conversation (its user turns joined). With
+        ``reader_turns`` it also reads each user turn of a longer conversation alone, and the
+        escalate score is the highest: an emergency told in an earlier turn stays one when the
+        turns after it are harmless questions (where to park, what to eat), as the rules read
+        every turn. Referral stays the joined text's: it is about what is asked now."""
+        joined, *alone = reader_texts(user_turns)
+        scores = dict(reader.scores(joined))
+        for text in alone if self.cfg.reader_turns else []:
+            scores["escalate"] = max(scores["escalate"], reader.scores(text)["escalate"])
         result.scores.update({f"reader:{k}": v for k, v in scores.items()})
         return scores
 

@@ -33,7 +33,7 @@ from taigimed.eval.safety import (
     resolve_suite_path,
     split_files,
 )
-from taigimed.triage.chain import TriageChain, TriageConfig, detector_input
+from taigimed.triage.chain import TriageChain, TriageConfig, detector_input, reader_texts
 from taigimed.triage.detector import (
     DEFAULT_WEIGHTS,
     LABELS,
@@ -85,9 +85,11 @@ NGRAM_REFER_RECALL = 0.9
 # bar sends to the reader every request scoring like the 0.99 best-caught dev emergencies; the
 # reader's thresholds are the highest on the grid at which the whole chain (symptom phrases,
 # then the reader on flagged requests) still catches the targets on dev. Dev targets sit above
-# the gate's (0.98, 0.95) so a new split's harder words leave some margin. The grid reaches 0.8
-# (it stopped at 0.5 up to suite v8): the reader only sees flagged requests, and on v8's dev
-# tuning half (v8's reader) 0.8 kept the targets with over-triage 17 -> 10 of 241.
+# the gate's (0.98, 0.95) so a new split's harder words leave some margin.
+# The escalate bar stops at 0.5, like the detectors': an unsure reader leans towards escalating
+# (a grid up to 0.8, tried on suite v9, lost dev emergencies the n-grams had caught: 312 -> 310
+# of 314 on the tuning half). The refer bar may reach 0.8: on v9's dev that lost no referral
+# and took 4 routine questions off the referral queue (22 -> 18 of 275).
 NGRAM_FLAG_RECALL = 0.99
 READER_CHAIN_RECALL = 0.985
 READER_CHAIN_REFERRAL = 0.96
@@ -95,7 +97,8 @@ READER_CHAIN_REFERRAL = 0.96
 # also fits on half of dev (a fixed half, by a hash of each item's id) and its bars are chosen on
 # the other half. The test split is never read.
 READER_DEV_FIT_SHARE = 0.5
-READER_GRID = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
+READER_GRID = (0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5)
+READER_REFER_GRID = (*READER_GRID, 0.6, 0.7, 0.8)
 # The clearing bar's grid: the reader overrules a (softened) symptom phrase only when it is
 # near-certain, so the grid stops at 0.02 whatever dev would allow.
 READER_CLEAR_GRID = (0.002, 0.005, 0.01, 0.02)
@@ -267,12 +270,12 @@ def tune_reader_on_dev(
     files = ReaderFiles({"escalate": 1.0, "refer": 1.0}, flags)
     chain = TriageChain(TriageConfig(), reader=Reader(files, scored=scored))
     assert chain.reader is not None
-    for label, metric, target in (
-        ("escalate", "recall", READER_CHAIN_RECALL),
-        ("refer", "referral", READER_CHAIN_REFERRAL),
+    for label, metric, target, grid in (
+        ("escalate", "recall", READER_CHAIN_RECALL, READER_GRID),
+        ("refer", "referral", READER_CHAIN_REFERRAL, READER_REFER_GRID),
     ):
-        chosen = READER_GRID[0]
-        for t in sorted(READER_GRID, reverse=True):
+        chosen = grid[0]
+        for t in sorted(grid, reverse=True):
             chain.reader.thresholds[label] = t
             if _share(chain_counts(chain, dev)[metric]) >= target:
                 chosen = t
@@ -336,7 +339,7 @@ def _reader_files(
 ) -> ReaderFiles:
     """Score ``dev`` (the tuning half) once, choose the bars, record where everything came
     from."""
-    texts = sorted({detector_text(i) for i in dev})
+    texts = sorted({t for i in dev for t in reader_texts(i.user_turns)})
     scored = dict(zip(texts, model.probabilities(texts), strict=True))
     files, dev_counts = tune_reader_on_dev(scored, dev)
     train_files, dev_files = training_files()
@@ -352,7 +355,8 @@ def _reader_files(
         "dev_chain": dev_counts,
         "fit_seconds": fitted,
         "targets": {"recall": READER_CHAIN_RECALL, "referral": READER_CHAIN_REFERRAL},
-        "grid": list(READER_GRID),
+        "grid": {"escalate": list(READER_GRID), "refer": list(READER_REFER_GRID)},
+        "clear_grid": list(READER_CLEAR_GRID),
         "ngram_flag_recall": NGRAM_FLAG_RECALL,
     }
     return files
