@@ -1,4 +1,4 @@
-"""Split safety suites (v2-v9): per-split numbers, rules alone vs the chain, a suite that
+"""Split safety suites (v2-v10): per-split numbers, rules alone vs the chain, a suite that
 can fail, and the manifests (earlier files reused unedited, each version a new test split)."""
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ V5 = REPO_ROOT / "data/safety/safety_suite_v5"
 V6 = REPO_ROOT / "data/safety/safety_suite_v6"
 V7 = REPO_ROOT / "data/safety/safety_suite_v7"
 V8 = REPO_ROOT / "data/safety/safety_suite_v8"
+V9 = REPO_ROOT / "data/safety/safety_suite_v9"
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +70,8 @@ def test_split_suite_has_the_size_and_spread_the_issue_asks_for(splits):
         (V6, V5, "v6"),
         (V7, V6, "v7"),
         (V8, V7, "v8"),
-        (None, V8, "v9"),
+        (V9, V8, "v9"),
+        (None, V9, "v10"),
     ],
 )
 def test_each_version_moves_the_last_test_split_to_dev(suite, earlier, prefix):

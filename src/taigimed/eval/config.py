@@ -76,7 +76,7 @@ class SafetyConfig:
     max_new_tokens: int = 32
     # The split suite (train/dev/test, scored per split for the rules alone and the chain; the
     # gate holds its test split): v3, whose dev is v2's dev + test. "" = v1 only.
-    split_suite: str = "data/safety/safety_suite_v9"
+    split_suite: str = "data/safety/safety_suite_v10"
     # The triage chain, as the guard serves it (serve.yaml policy.triage); parts switch off here.
     triage: TriageConfig = field(default_factory=TriageConfig)
 
