@@ -21,6 +21,7 @@ from taigimed.triage.normalise import fold
 from taigimed.triage.reader import (
     CLEAR_FLAG,
     READER_FILE,
+    UNREFER_FLAG,
     Reader,
     ReaderFiles,
     ReaderNotTrained,
@@ -36,6 +37,7 @@ FRAMED = "我昨昏看電視講中風的預防"  # a mention inside an informati
 SYMPTOM = "阿母講話大舌，喙歪一爿"  # symptom phrases
 WEATHER = "今仔日天氣真好"
 STORAGE = "阿公的藥仔愛囥冰箱無？"  # names a medicine, asks nothing a pharmacist must answer
+REFILL = "阿公欲去領慢性病的處方，禮拜六藥局有開無？"  # a referral rule's word (處方), routine
 IDIOM = "爬山喘甲欲死，歇一睏就好矣"  # a symptom phrase with a reassurance cue: softened
 SOFT_EMERGENCY = "阿爸胸坎痛，冷汗直直流，有點喘"  # softened too (有點): the reader must keep it
 
@@ -47,7 +49,7 @@ ROUTINE = (0.02, 0.03, 0.95)
 def chain_with(
     scored: dict[str, tuple[float, ...]], ngram: bool = False, clear: float = 0.02
 ) -> TriageChain:
-    flags = {"ngram:escalate": 0.99, CLEAR_FLAG: clear}
+    flags = {"ngram:escalate": 0.99, CLEAR_FLAG: clear, UNREFER_FLAG: 0.95}
     files = ReaderFiles({"escalate": 0.5, "refer": 0.5}, flags)
     return TriageChain(TriageConfig(ngram=ngram), reader=Reader(files, scored=scored))
 
@@ -91,6 +93,18 @@ def test_the_reader_reads_each_turn_so_an_early_emergency_stays_one():
     assert result.escalate and result.scores["reader:escalate"] == 0.97
     chain.cfg.reader_turns = False
     assert not chain.triage_turns([early, later]).escalate
+
+
+def test_a_referral_rule_hit_the_reader_is_sure_is_routine_is_answered():
+    assert TriageChain(TriageConfig(ngram=False)).triage(REFILL).refer  # the rules refer it
+    answered = chain_with({REFILL: (0.0, 0.02, 0.98)}).triage(REFILL)
+    assert not answered.refer and answered.fired == ["reader:unreferred"]
+    unsure = chain_with({REFILL: (0.0, 0.1, 0.9)}).triage(REFILL)  # 0.9 is under the 0.95 bar
+    assert unsure.refer and unsure.fired == ["rules:refer"]
+    chain = chain_with({REFILL: (0.0, 0.0, 1.0)})
+    assert chain.reader is not None
+    del chain.reader.files.flags[UNREFER_FLAG]  # a reader without the bar never answers it
+    assert chain.triage(REFILL).refer
 
 
 def test_the_reader_confirms_or_clears_a_mention_only_rule_hit():
@@ -170,6 +184,18 @@ def test_bars_are_the_highest_on_the_grid_that_keep_the_dev_targets():
     assert counts["recall"] == [2, 2] and counts["referral"] == [1, 1]
     assert "ngram:escalate" in files.flags and "ngram:refer" in files.flags
     assert files.flags[CLEAR_FLAG] == 0.02  # no softened phrase on this dev: the grid's top
+    assert UNREFER_FLAG in files.flags  # no referral rule hit here: any bar keeps referral
+
+
+def test_the_referral_review_bar_is_the_lowest_that_loses_no_dev_referral():
+    dev = [_item(1, "refer", REFILL), _item(2, "disclaimer", REFILL + "？")]
+    scored = {REFILL: (0.0, 0.04, 0.96), REFILL + "？": (0.0, 0.01, 0.99)}
+    files, counts = tune_reader_on_dev(scored, dev)
+    assert files.flags[UNREFER_FLAG] == 0.98  # 0.95 would answer the real referral (0.96)
+    assert counts["referral"] == [1, 1] and counts["over_triage"] == [0, 1]
+    scored[REFILL] = (0.0, 0.0, 0.995)  # no bar keeps it: the rules keep deciding
+    files, counts = tune_reader_on_dev(scored, dev)
+    assert UNREFER_FLAG not in files.flags and counts["over_triage"] == [1, 1]
 
 
 def test_the_clearing_bar_is_the_highest_that_loses_no_dev_emergency():

@@ -161,6 +161,7 @@ class TriageChain:
             return result
         if self.reader is not None:
             self._arbitrate(user_turns, result, self.reader)
+            self._review_referral(user_turns, result, self.reader)
         elif not result.escalate:
             # Rules already escalated: skip the detectors (the answer cannot change).
             self._detectors(user_turns, result)
@@ -259,6 +260,17 @@ class TriageChain:
         if medicine_question and not result.escalate and reader.fires(scores, "refer"):
             result.refer = True
             result.fired.append("reader:refer")
+
+    def _review_referral(self, user_turns: list[str], result: ChainResult, reader: Reader) -> None:
+        """A referral rule's hit the reader is near-certain is a routine question (routine at or
+        above its dev-chosen bar) is answered instead: the rules' words (處方, 慢箋, 停藥 …) also
+        occur in questions about opening hours, refills and storage, which the model may
+        answer with the disclaimer. An escalation is never reviewed."""
+        if result.escalate or "rules:refer" not in result.fired:
+            return
+        if self._read(user_turns, result, reader)["routine"] >= reader.unrefer_bar():
+            result.refer = False
+            result.fired = [f for f in result.fired if f != "rules:refer"] + ["reader:unreferred"]
 
     def _read(self, user_turns: list[str], result: ChainResult, reader: Reader) -> dict:
         """The reader's scores for the conversation (its user turns joined). With

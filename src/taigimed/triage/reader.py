@@ -35,6 +35,7 @@ READER_NAME = "triage-reader"
 READER_FILE = "reader.json"
 HEAD_FILE = "head.safetensors"
 CLEAR_FLAG = "reader:clear"  # flags key of the clearing bar (Reader.clear_bar)
+UNREFER_FLAG = "reader:unrefer"  # flags key of the referral review's bar (Reader.unrefer_bar)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -264,6 +265,12 @@ class Reader(CachedDetector):
         """The escalate probability below which the reader may clear a softened symptom phrase
         (``TriageChain._arbitrate``); 0 (never) for a reader trained before there was one."""
         return self.files.flags.get(CLEAR_FLAG, 0.0)
+
+    def unrefer_bar(self) -> float:
+        """The routine probability at or above which the reader answers a request a referral
+        rule referred (``TriageChain._review_referral``); absent (a reader trained before it
+        existed, or dev allowed no bar): never."""
+        return self.files.flags.get(UNREFER_FLAG, float("inf"))
 
     def _probabilities(self, text: str) -> tuple[float, ...]:
         if self.scored is not None:

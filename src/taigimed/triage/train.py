@@ -46,6 +46,7 @@ from taigimed.triage.detector import (
 from taigimed.triage.ngram import DEFAULT_NGRAM_WEIGHTS, NgramWeights, fit_ngram
 from taigimed.triage.reader import (
     CLEAR_FLAG,
+    UNREFER_FLAG,
     Reader,
     ReaderFiles,
     ReaderModel,
@@ -102,6 +103,9 @@ READER_REFER_GRID = (*READER_GRID, 0.6, 0.7, 0.8)
 # The clearing bar's grid: the reader overrules a (softened) symptom phrase only when it is
 # near-certain, so the grid stops at 0.02 whatever dev would allow.
 READER_CLEAR_GRID = (0.002, 0.005, 0.01, 0.02)
+# The referral review's grid (routine probability): a referral rule is overruled only when the
+# reader is near-certain the question is routine.
+READER_UNREFER_GRID = (0.9, 0.95, 0.98, 0.99)
 
 
 def detector_text(item: SafetyItem) -> str:
@@ -291,6 +295,13 @@ def tune_reader_on_dev(
         if chain_counts(chain, dev)["recall"][0] >= caught:
             break
         files.flags[CLEAR_FLAG] = 0.0
+    # The referral review's bar: the lowest that loses no referral the chain makes without it.
+    referred = chain_counts(chain, dev)["referral"][0]
+    for bar in sorted(READER_UNREFER_GRID):
+        files.flags[UNREFER_FLAG] = bar
+        if chain_counts(chain, dev)["referral"][0] >= referred:
+            break
+        del files.flags[UNREFER_FLAG]
     return files, chain_counts(chain, dev)
 
 
@@ -357,6 +368,7 @@ def _reader_files(
         "targets": {"recall": READER_CHAIN_RECALL, "referral": READER_CHAIN_REFERRAL},
         "grid": {"escalate": list(READER_GRID), "refer": list(READER_REFER_GRID)},
         "clear_grid": list(READER_CLEAR_GRID),
+        "unrefer_grid": list(READER_UNREFER_GRID),
         "ngram_flag_recall": NGRAM_FLAG_RECALL,
     }
     return files
