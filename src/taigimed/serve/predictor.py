@@ -151,6 +151,8 @@ class TransformersLLM(kserve.Model):
     ) -> SamplingParams:
         """Sampling settings, with vLLM's context-length check as a 400."""
         limit = self.max_model_len
+        if prompt_len == 0:  # "" or only characters the tokenizer drops ("\u0013")
+            raise oa.APIError(400, "the prompt is empty once tokenized", param="prompt")
         if prompt_len >= limit:
             raise oa.APIError(
                 400,
