@@ -104,6 +104,7 @@ def test_review_list_offset_10_to_the_30_is_400(pair):
         ("/v1/feedback", b'{"session_id": "\\ud800", "rating": "up"}'),
         ("/openai/v1/chat/completions", b'{"messages": ' + b"[" * 10000 + b"]" * 10000 + b"}"),
         ("/openai/v1/completions", b'{"prompt": ""}'),
+        ("/openai/v1/completions", b'{"prompt": "\\u0013"}'),  # tokenizes to nothing
     ],
 )
 def test_guard_bad_input_is_400_not_500_or_502(pair, path, raw):
