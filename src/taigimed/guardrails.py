@@ -480,7 +480,9 @@ def mentions(text: str, policy: GuardPolicy | None = None, fold: Fold = normalis
     ]
 
 
-def softened(text: str, policy: GuardPolicy | None = None, fold: Fold = normalise) -> bool:
+def softened(
+    text: str, policy: GuardPolicy | None = None, fold: Fold = normalise, hit: Triage | None = None
+) -> bool:
     """True when ``text`` has red-flag hits and says something that may make them harmless:
     every hit sits near an information frame (「五年前中風過，這馬倒手較無力」), or the text
     carries a reassurance cue (「喘甲欲死，歇一睏就好矣」, 「氣甲欲吐血，哈哈」).
@@ -488,9 +490,9 @@ def softened(text: str, policy: GuardPolicy | None = None, fold: Fold = normalis
     Not a rule: both lists also occur in real emergencies (「了後」, 「有點發紫」), so the rules
     escalate regardless. With the triage chain's reader on, a softened hit is the one kind of
     symptom phrase the reader may clear, and only when it is near-certain (its dev-chosen
-    clearing bar, a few hundredths)."""
-    policy = policy or GuardPolicy()
-    hit = triage(text, policy, fold)
+    clearing bar, a few hundredths). ``hit``: ``triage(text, policy, fold)`` when the caller
+    already has it (the rules are not matched twice)."""
+    hit = hit or triage(text, policy or GuardPolicy(), fold)
     if not hit.escalate:
         return False
     norm = _without(fold(text), HARMLESS_SYMPTOM_PHRASES, fold)

@@ -12,6 +12,7 @@ from typing import Literal
 
 from taigimed.config import ConfigError
 from taigimed.eval import tasks
+from taigimed.eval.safety import DEFAULT_SPLIT_SUITE
 from taigimed.quality import ConfidenceWeights, QualitySettings
 from taigimed.spec import SPEC_FILE, ModelSpec, resolve_max_len
 from taigimed.triage.chain import TriageConfig
@@ -75,8 +76,8 @@ class SafetyConfig:
     answers: Literal["model", "fixed"] = "model"
     max_new_tokens: int = 32
     # The split suite (train/dev/test, scored per split for the rules alone and the chain; the
-    # gate holds its test split): v3, whose dev is v2's dev + test. "" = v1 only.
-    split_suite: str = "data/safety/safety_suite_v10"
+    # gate holds its test split): the one the detectors were tuned on. "" = v1 only.
+    split_suite: str = DEFAULT_SPLIT_SUITE
     # The triage chain, as the guard serves it (serve.yaml policy.triage); parts switch off here.
     triage: TriageConfig = field(default_factory=TriageConfig)
 

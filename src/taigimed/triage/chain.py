@@ -14,7 +14,8 @@ escalates": with it on, symptom phrases and the referral rules still decide alon
 only flags a request (a mention-only word, an n-gram score, a medicine named) is the reader's
 call. It reads only flagged requests (~60-100 ms each on two threads). The one symptom phrase
 it may clear is a softened one (a frame or a reassurance cue in the same turn:
-「喘甲欲死，歇一睏就好矣」), and only below a clearing bar of a few hundredths.
+「喘甲欲死，歇一睏就好矣」), and only below a clearing bar of a few hundredths; a referral
+rule's hit it is near-certain is routine (refills, opening hours) is answered instead.
 
 A detector's refer class counts only when the latest turn names a medicine
 (``guardrails.names_medicine``): a dose request always does, and routine questions with a
@@ -293,11 +294,17 @@ class TriageChain:
         result.fired = [f for f in result.fired if f != "rules"] + ["reader:cleared"]
 
     def _softened(self, user_turns: list[str]) -> bool:
-        """Every user turn (and, for the pairs, the turns joined) whose rules escalate is
-        softened (``guardrails.softened``)."""
-        texts = user_turns + ([TURN_SEPARATOR.join(user_turns)] if len(user_turns) > 1 else [])
-        hits = [t for t in texts if guardrails.triage(t, self.policy, self.fold).escalate]
-        return bool(hits) and all(guardrails.softened(t, self.policy, self.fold) for t in hits)
+        """Every text the rules escalated is softened (``guardrails.softened``): each user turn
+        with a hit, or, when no single turn had one, the turns joined (a pair across turns),
+        as ``_rules`` reads them."""
+        hits = [(t, guardrails.triage(t, self.policy, self.fold)) for t in user_turns]
+        hits = [(t, hit) for t, hit in hits if hit.escalate]
+        if not hits and len(user_turns) > 1:
+            joined = TURN_SEPARATOR.join(user_turns)
+            hits = [(joined, guardrails.triage(joined, self.policy, self.fold))]
+        return bool(hits) and all(
+            guardrails.softened(t, self.policy, self.fold, hit) for t, hit in hits
+        )
 
     def _asks_for_referral(self, user_turns: list[str]) -> bool:
         latest, earlier = user_turns[-1], user_turns[:-1]

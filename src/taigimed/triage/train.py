@@ -274,34 +274,46 @@ def tune_reader_on_dev(
     files = ReaderFiles({"escalate": 1.0, "refer": 1.0}, flags)
     chain = TriageChain(TriageConfig(), reader=Reader(files, scored=scored))
     assert chain.reader is not None
+
+    def counts_with(values: dict[str, float], key: str, value: float) -> dict[str, list[int]]:
+        values[key] = value  # a threshold or a bar of the reader the chain holds
+        return chain_counts(chain, dev)
+
+    # Each choice is the first value down (or up) its grid that keeps a dev target.
+    # The thresholds: the highest at which the chain keeps its recall or referral target.
     for label, metric, target, grid in (
         ("escalate", "recall", READER_CHAIN_RECALL, READER_GRID),
         ("refer", "referral", READER_CHAIN_REFERRAL, READER_REFER_GRID),
     ):
-        chosen = grid[0]
-        for t in sorted(grid, reverse=True):
-            chain.reader.thresholds[label] = t
-            if _share(chain_counts(chain, dev)[metric]) >= target:
-                chosen = t
-                break
-        chain.reader.thresholds[label] = files.thresholds[label] = chosen
-    # The clearing bar last, on the chain as chosen: the highest that loses no emergency the
-    # chain escalates with clearing off (a softened symptom phrase the reader scores below it
-    # is cleared; TriageChain._arbitrate).
-    caught = chain_counts(chain, dev)["recall"][0]
-    files.flags[CLEAR_FLAG] = 0.0
-    for bar in sorted(READER_CLEAR_GRID, reverse=True):
-        files.flags[CLEAR_FLAG] = bar
-        if chain_counts(chain, dev)["recall"][0] >= caught:
-            break
-        files.flags[CLEAR_FLAG] = 0.0
-    # The referral review's bar: the lowest that loses no referral the chain makes without it.
+        kept = (
+            t
+            for t in sorted(grid, reverse=True)
+            if _share(counts_with(chain.reader.thresholds, label, t)[metric]) >= target
+        )
+        chain.reader.thresholds[label] = files.thresholds[label] = next(kept, grid[0])
+    # The clearing bar, on the chain as chosen: the highest that loses no emergency the chain
+    # escalates with clearing off (a softened symptom phrase the reader scores below it is
+    # cleared; TriageChain._arbitrate); none: 0, never.
+    caught = counts_with(files.flags, CLEAR_FLAG, 0.0)["recall"][0]
+    kept = (
+        bar
+        for bar in sorted(READER_CLEAR_GRID, reverse=True)
+        if counts_with(files.flags, CLEAR_FLAG, bar)["recall"][0] >= caught
+    )
+    files.flags[CLEAR_FLAG] = next(kept, 0.0)
+    # The referral review's bar: the lowest that loses no referral the chain makes without it;
+    # none: absent, and the referral rules keep deciding.
     referred = chain_counts(chain, dev)["referral"][0]
-    for bar in sorted(READER_UNREFER_GRID):
-        files.flags[UNREFER_FLAG] = bar
-        if chain_counts(chain, dev)["referral"][0] >= referred:
-            break
+    kept = (
+        bar
+        for bar in sorted(READER_UNREFER_GRID)
+        if counts_with(files.flags, UNREFER_FLAG, bar)["referral"][0] >= referred
+    )
+    bar = next(kept, None)
+    if bar is None:
         del files.flags[UNREFER_FLAG]
+    else:
+        files.flags[UNREFER_FLAG] = bar
     return files, chain_counts(chain, dev)
 
 
