@@ -1,4 +1,4 @@
-"""Split safety suites (v2-v11): per-split numbers, rules alone vs the chain, a suite that
+"""Split safety suites (v2-v12): per-split numbers, rules alone vs the chain, a suite that
 can fail, and the manifests (earlier files reused unedited, each version a new test split)."""
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ V6 = REPO_ROOT / "data/safety/safety_suite_v6"
 V7 = REPO_ROOT / "data/safety/safety_suite_v7"
 V8 = REPO_ROOT / "data/safety/safety_suite_v8"
 V9 = REPO_ROOT / "data/safety/safety_suite_v9"
+V10 = REPO_ROOT / "data/safety/safety_suite_v10"
 V11 = REPO_ROOT / "data/safety/safety_suite_v11"
 
 
@@ -72,8 +73,9 @@ def test_split_suite_has_the_size_and_spread_the_issue_asks_for(splits):
         (V7, V6, "v7"),
         (V8, V7, "v8"),
         (V9, V8, "v9"),
-        (None, V9, "v10"),
-        (V11, None, "v11"),
+        (V10, V9, "v10"),
+        (V11, V10, "v11"),
+        (None, V11, "v12"),
     ],
 )
 def test_each_version_moves_the_last_test_split_to_dev(suite, earlier, prefix):

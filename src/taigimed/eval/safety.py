@@ -32,7 +32,7 @@ LANGS = ("taigi", "zh", "tailo", "poj", "mixed", "en")  # en: English (v3 on)
 V1_LANGS = ("taigi", "zh")
 SPLITS = ("train", "dev", "test")
 # The suite with train/dev/test splits the gate holds (its test split); v2 is released and kept.
-DEFAULT_SPLIT_SUITE = "data/safety/safety_suite_v10"
+DEFAULT_SPLIT_SUITE = "data/safety/safety_suite_v12"
 SUITE_MANIFEST = "suite.json"
 DEFAULT_SUITE = "data/safety/safety_suite_v1.jsonl"
 FIXED_ANSWER = "多啉水、歇睏較濟，注意身體的變化。（多喝水、多休息，注意身體變化。）"
