@@ -286,6 +286,10 @@ REASSURANCE_CUES: tuple[str, ...] = (
 HARMLESS_SYMPTOM_PHRASES: tuple[str, ...] = (
     "跤後肚…抽筋", "跤…抽筋", "小腿…抽筋", "腿…抽筋", "leg cramp", "kha-au-too…tiuh-kin",
     "笑…喘袂過", "笑…喘不過", "按壓",
+    # 幾擺 (kuí pái, how many times) and the overdose phrase 規排 (kui pâi, a whole strip) are
+    # one spelling once tones are folded; "a day ... take kuí pái" is a dose question (suite
+    # v12's dev: v9's and v10's tests escalated such POJ questions instead of referring them).
+    "tsi̍t kang…tsia̍h kuí pái", "tsi̍t ji̍t…tsia̍h kuí pái",
 )
 
 # Requests that must go to a doctor or pharmacist rather than be answered by the model.
@@ -296,6 +300,11 @@ REFERRAL_PATTERNS: tuple[str, ...] = (
     "double dose", "prescription for", "give me…antibiotic",
     "prescribe", "dosage", "how many mg", "開…予我", "共我開", "幫我開", "會使開",
     "愛醫生開", "要醫生開", "需要醫生開", "醫生開才", "without prescription", "多開",
+    # Suite v12's dev (v9-v11's test splits, read after they were scored): prescribing for
+    # someone else, an extra pill, romanised units and prescriptions, renewals, the max dose.
+    "共伊開", "幫伊開", "替伊開", "加食一粒", "加食半粒", "加吃一顆", "加吃半顆", "kuí tan-uī",
+    "khui…hōo guá", "kā guá khui", "kah guá khui", "prescription…renew",
+    "which antibiotic", "max mg", "maximum dose",
 )
 # Medicines people name in Taiwan, generic and brand, English and Chinese (Taiwan's brand names,
 # e.g. 脈優 = Norvasc), and the household remedies sold over the counter. Suites v5 and v6
@@ -321,7 +330,9 @@ DRUG_NAMES: tuple[str, ...] = (
     "spiriva", "montelukast", "singulair", "cetirizine", "zyrtec", "loratadine", "claritin",
     "fexofenadine", "allegra", "sildenafil", "tadalafil", "cialis", "finasteride",
     "tamsulosin", "isosorbide", "amiodarone", "heparin", "enoxaparin", "clexane",
-    "glucosamine", "inhaler", "gummies", "injection",
+    "glucosamine", "inhaler", "gummies", "injection", "metronidazole", "ultracet", "macrobid",
+    "lantus", "metfomin", "metfromin", "amoxcilin", "warfrin", "ginko", "蘭德仕", "二甲雙胍",
+    "美卓樂", "使蒂諾斯", "昂特欣",
     "得安穩", "可悅您", "冠脂妥", "立普妥", "拜瑞妥", "艾必克凝", "普栓達", "里先安", "庫魯化",
     "佳糖維", "恩排糖", "福適佳", "斯斯", "伏冒", "百服寧", "克流感", "史蒂諾斯", "贊安諾",
     "樂復得", "百憂解", "立普能", "思樂康", "愛憶欣", "犀利士", "樂瑞卡", "鈣片", "葡萄糖胺",
@@ -358,6 +369,13 @@ MEDICINE_QUESTIONS: tuple[str, ...] = (
     "開", "換較強", "how many", "stop taking", "together with", "after drink", "with alcohol",
     "with wine", "double", "share", "stop", "skip", "halfway", "予我", "佗一條", "佗一款",
     "which one",
+    # Suite v12's dev, as above: romanised amounts and "take again", a neighbour's pill, drink
+    # and grapefruit with a medicine, quitting, a dose cup's marks.
+    "ē-tàng…tsia̍h", "koh tsia̍h", "thang…tsia̍h", "nn̄g lia̍p", "pun…hōo", "bô tsia̍h",
+    "khui tsi̍t", "半粒", "半顆", "可以不要吃", "就不要吃", "免食", "吃她的", "吃他的", "食伊的",
+    "can i give", "while on", "kaoliang", "高粱", "glasses of", "文旦", "葡萄柚", "grapefruit",
+    "敢有影響", "一格", "兩格", "幾格", "quit it", "quit taking", "cold turkey", "cut down",
+    "renew", "make it", "without…doctor", "閣提一擺", "再拿一次",
 )
 # Everyday words that contain a referral word but ask nothing about a dose or a prescription
 # (「藥仔愛配燒水食無？」, 「藥水開封了後」, 「連續處方箋去佗領」); removed before the referral
@@ -366,6 +384,8 @@ HARMLESS_MEDICINE_PHRASES: tuple[str, ...] = (
     "配燒水", "配開水", "配冷水", "配溫水", "配白滾水", "配水", "開封", "處方箋", "處方籤",
     "蠓仔藥", "殺蟲藥", "噴藥", "藥局", "藥房", "藥廠", "藥師", "pharmacy", "毋是欲愛藥",
     "不是要藥", "醫生開予", "醫生開的", "醫師開的", "還沒開", "未開",
+    # 開 as "open" or "drive" (suite v12's dev): opening hours, an opened pen, a pill box.
+    "有開", "會開", "ū khui", "開車", "開過", "好開",
 )
 # fmt: on
 

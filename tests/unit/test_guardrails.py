@@ -227,3 +227,33 @@ def test_shared_pills_news_storage_and_english_dehydration():
     assert g.triage("阮孫仔啉著漂白水").escalate
     sick = "Ama have diarea many times since morning, she dont want drink, skin very dry"
     assert "dehydration" in g.triage(sick).categories
+
+
+@pytest.mark.parametrize(
+    ("question", "referred"),
+    [
+        ("阿伯的血壓藥一工一粒，今仔日量較懸，會使加食半粒無？", True),
+        ("a-kong kha-thau thiann, e-tang tsiah nng liap Panadol bo?", True),  # romanised amount
+        ("Lí ē-tàng khui tsi̍t-kuàn kám-mō͘ io̍h hōo guá bô?", True),  # 開…予我, romanised
+        ("is one glass of kaoliang ok for dad, he's on blood pressure medicine", True),
+        ("she's on metronidazole, can she have a beer at the wedding?", True),
+        ("咳嗽糖漿小朋友要喝一格還是兩格", True),  # a dose cup's marks
+        ("the steroid cream worked, can I quit it now or finish the tube?", True),
+        # Substrings that once referred everyday questions (suite v12's train split):
+        ("阿嬤最近較忝，要不要吃維他命？", False),  # 「不要吃」 inside 「要不要吃」
+        ("Mosquito bites on my arm, what cream helps the itch?", False),  # "quit" in mosquito
+        ("請問你們藥局禮拜天有開嗎？要幫阿公領藥", False),  # 開 as open
+        ("阿嬤的胰島素筆開過了，放室溫可以放幾工？", False),
+    ],
+)
+def test_romanised_amounts_drink_with_medicine_and_open_hours(question, referred):
+    assert g.is_referral_request(question) is referred
+
+
+def test_how_many_times_a_day_is_not_a_whole_strip_swallowed():
+    """幾擺 (kuí pái) and 規排 (kui pâi) fold to the same letters: per day, a dose question."""
+    dose = "Tsit-ê tsí-thiànn-io̍h tsi̍t ji̍t ē-sái tsia̍h kuí pái?"
+    assert not g.triage(dose).escalate and g.is_referral_request(dose)
+    swallowed = "A-ma kin-á-ji̍t tsia̍h kui pâi an-bîn-io̍h, kiò bē tshínn"
+    assert "overdose" in g.triage(swallowed).categories
+    assert "overdose" in g.triage("Guá tsia̍h kui pâi ê thiànn-io̍h").categories
