@@ -134,7 +134,7 @@ bench: setup vllm-env $(if $(BENCH_INSTALL),$(BENCH_STAMP)) ## benchmarks -> ben
 triage-detector: setup ## retrain the triage detectors (split suite train + v1; thresholds on dev; never test)
 	$(PY) -m taigimed.triage.train
 
-triage-reader: setup ## train the LoRA Gemma 3 270M triage reader into the model cache (~15 min, 2 cores)
+triage-reader: setup ## train the LoRA Gemma 3 270M triage reader into the model cache (~50 min, 2 cores)
 	$(PY) -m taigimed.triage.train --only reader
 
 tf-check: setup ## static Terraform checks (terraform fmt where the binary exists)

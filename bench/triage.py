@@ -1,7 +1,7 @@
 """Benchmark: triage latency per request, the phrase rules alone and the whole chain.
 
-Every item of the split safety suite (v7, all splits: latency only, nothing is tuned here) is one
-request: its user turns go through ``TriageChain.triage_turns`` as the guard runs it. Arms:
+Every item of the default split safety suite (all splits: latency only, nothing is tuned here)
+is one request: its user turns go through ``TriageChain.triage_turns`` as the guard runs it. Arms:
 
 * ``rules``: normalisation + phrase rules (both detectors off);
 * ``chain``: the served chain, rules + the character n-gram detector, every request;

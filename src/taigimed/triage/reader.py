@@ -11,7 +11,7 @@ only about requests the cheap parts flagged (a mention-only red-flag word, an n-
 the flag bar, a medicine question the rules did not refer); symptom phrases escalate without it
 (docs/evaluation.md, "The reader").
 
-Why not committed: the adapter is ~15 MB. ``make triage-reader`` trains it (about 15 minutes on
+Why not committed: the adapter is ~15 MB. ``make triage-reader`` trains it (about 50 minutes on
 two cores) into the model cache (``$TAIGIMED_CACHE/models/triage-reader``), beside the converted
 models; ``reader.json`` there holds the dev-split thresholds and the SHA-256 of every file it
 was trained and tuned on.
@@ -211,7 +211,7 @@ def read_reader_files(reader_dir: Path) -> ReaderFiles:
     if not path.exists():
         raise ReaderNotTrained(
             f"no trained triage reader at {reader_dir} ({READER_FILE} missing); run"
-            " `make triage-reader` (about 15 minutes on two cores) or set triage.reader=false"
+            " `make triage-reader` (about 50 minutes on two cores) or set triage.reader=false"
         )
     body = json.loads(path.read_text(encoding="utf-8"))
     return ReaderFiles(body["thresholds"], body.get("flags", {}), body.get("meta", {}))

@@ -10,7 +10,7 @@ emergencies (referrals). The test split is never read here. Output:
 the SHA-256 of every file they were trained from, so a test can tell when the weights are
 stale. ``--compare`` prints what each part adds on dev (never test).
 
-``--only reader`` (``make triage-reader``, ~25 minutes on two cores) fits the LoRA Gemma reader
+``--only reader`` (``make triage-reader``, ~50 minutes on two cores) fits the LoRA Gemma reader
 (``taigimed.triage.reader``) on train plus a fixed half of dev and chooses its bars on the other
 half, into the model cache; ``--reader-retune`` chooses the bars again without refitting.
 """
@@ -395,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         choices=("ngram", "embedding", "reader"),
-        help="train one part (the reader, ~15 min on two cores, only when asked for)",
+        help="train one part (the reader, ~50 min on two cores, only when asked for)",
     )
     parser.add_argument(
         "--reader-out", type=Path, default=None, help="reader directory (default: model cache)"
