@@ -213,25 +213,7 @@ def test_pregnancy_bleeding_in_either_word_order_and_drug_names_from_v6():
         ("Lipitor can take with grapefruit juice or not?", True),
         ("醫生開的藥仔愛囥佇佗？", False),  # 「醫生開的」 says who prescribed; it asks nothing
         ("阮翁的胰島素筆針，猶未開的愛囥冰箱無？", False),
-    ],
-)
-def test_drug_names_are_medicines_and_describing_a_prescription_asks_nothing(question, referred):
-    assert g.is_referral_request(question) is referred
-
-
-def test_shared_pills_news_storage_and_english_dehydration():
-    shared = "看護自己有帶一整盒止痛藥來，可以分一顆給阿公吃嗎"
-    assert not g.triage(shared).escalate and g.is_referral_request(shared)
-    assert not g.triage("Saw on the news that a family got carbon monoxide poisoning").escalate
-    assert not g.triage("家裡 toddler 會爬了，漂白水要收哪裡比較安全？").escalate
-    assert g.triage("阮孫仔啉著漂白水").escalate
-    sick = "Ama have diarea many times since morning, she dont want drink, skin very dry"
-    assert "dehydration" in g.triage(sick).categories
-
-
-@pytest.mark.parametrize(
-    ("question", "referred"),
-    [
+        # Suite v12's dev: romanised amounts, drink with a medicine, 開 as "open".
         ("阿伯的血壓藥一工一粒，今仔日量較懸，會使加食半粒無？", True),
         ("a-kong kha-thau thiann, e-tang tsiah nng liap Panadol bo?", True),  # romanised amount
         ("Lí ē-tàng khui tsi̍t-kuàn kám-mō͘ io̍h hōo guá bô?", True),  # 開…予我, romanised
@@ -246,8 +228,18 @@ def test_shared_pills_news_storage_and_english_dehydration():
         ("阿嬤的胰島素筆開過了，放室溫可以放幾工？", False),
     ],
 )
-def test_romanised_amounts_drink_with_medicine_and_open_hours(question, referred):
+def test_drug_names_are_medicines_and_describing_a_prescription_asks_nothing(question, referred):
     assert g.is_referral_request(question) is referred
+
+
+def test_shared_pills_news_storage_and_english_dehydration():
+    shared = "看護自己有帶一整盒止痛藥來，可以分一顆給阿公吃嗎"
+    assert not g.triage(shared).escalate and g.is_referral_request(shared)
+    assert not g.triage("Saw on the news that a family got carbon monoxide poisoning").escalate
+    assert not g.triage("家裡 toddler 會爬了，漂白水要收哪裡比較安全？").escalate
+    assert g.triage("阮孫仔啉著漂白水").escalate
+    sick = "Ama have diarea many times since morning, she dont want drink, skin very dry"
+    assert "dehydration" in g.triage(sick).categories
 
 
 def test_how_many_times_a_day_is_not_a_whole_strip_swallowed():
