@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import threading
+import time
 
 import pytest
 
@@ -29,12 +30,21 @@ def test_probes_fill_the_canary_shortfall_at_the_current_split():
 def fake_guard():
     """Answers like the guard: red flags escalated (unless told not to), others answered."""
     seen: list[dict] = []
-    behaviour = {"escalate": True}
+    behaviour = {"escalate": True, "delay_s": 0.0, "in_flight": 0, "most_in_flight": 0}
+    lock = threading.Lock()
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["content-length"])))
-            seen.append({"body": body, "probe": self.headers.get(PROBE_HEADER)})
+            with lock:
+                seen.append({"body": body, "probe": self.headers.get(PROBE_HEADER)})
+                behaviour["in_flight"] += 1
+                behaviour["most_in_flight"] = max(
+                    behaviour["most_in_flight"], behaviour["in_flight"]
+                )
+            time.sleep(behaviour["delay_s"])  # a slow model behind the guard
+            with lock:
+                behaviour["in_flight"] -= 1
             question = body["messages"][0]["content"]
             escalated = question in RED_FLAGS and behaviour["escalate"]
             out = json.dumps({"taigimed": {"status": "escalated" if escalated else "answered"}})
@@ -70,6 +80,21 @@ def test_probes_per_step_are_bounded(fake_guard):
     url, _, _ = fake_guard
     report = send_probes(ProbeSettings(url=url, max_per_step=3), count=1000)
     assert report.sent == 3 + len(RED_FLAGS)
+
+
+def test_probes_are_sent_concurrently_so_a_round_fits_in_the_window(fake_guard):
+    """Sent one by one behind a slow stable, a round outlasted the window it was meant to fill
+    (the rehearsal's promote scenario waited until it timed out)."""
+    url, _, behaviour = fake_guard
+    behaviour["delay_s"] = 0.2
+    report = send_probes(ProbeSettings(url=url, concurrency=4), count=10)
+    assert report.sent == 10 + len(RED_FLAGS) and report.answered == 10
+    assert behaviour["most_in_flight"] == 4
+    assert report.seconds > 0 and "sent in" in report.line()
+
+    behaviour["most_in_flight"] = 0
+    send_probes(ProbeSettings(url=url, concurrency=1), count=3)
+    assert behaviour["most_in_flight"] == 1
 
 
 class FakePrometheus:
@@ -119,3 +144,10 @@ def test_a_waiting_step_probes_then_decides(fake_guard, tmp_path):
     assert probes.verdict == "pass"
     # min_requests 20 at 10%: 200 routine probes, plus the red flags.
     assert len(seen) == 200 + len(RED_FLAGS)
+    assert "outlasted" not in probes.reason
+
+    # A round (plus the scrape's settle time) longer than the window is said so.
+    prom.filled = False
+    plan.window = "2s"
+    slow = next(r for r in machine.step().analysis.results if r.name == "probes")
+    assert "outlasted the 2s window" in slow.reason

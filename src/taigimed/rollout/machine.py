@@ -246,6 +246,12 @@ class RolloutMachine:
         again = analyse(self.prometheus, self.plan, state.stable_version, state.canary_version)
         verdict = "fail" if report.missed_red_flags else "pass"
         reason = report.line()
+        if report.seconds + self.plan.probes.settle_s > self.plan.window_seconds:
+            # Probes sent before the window began are not counted: the shortfall stays.
+            reason += (
+                f"; the round outlasted the {self.plan.window} window "
+                f"(raise probes.concurrency or the window)"
+            )
         if report.missed_red_flags:
             reason += f"; not escalated: {report.missed_red_flags[0]}"
         again.results.append(CheckResult("probes", verdict, None, None, reason))

@@ -10,12 +10,21 @@ metrics can keep probes out of user-facing series (see docs/cluster.md, "Probes"
 
 Red-flag probes must come back escalated without any model: a guard or canary that lets an
 emergency through is a failed probe, whatever the metrics say.
+
+Probes are sent ``concurrency`` at a time. Sent one by one they can outlast the analysis window
+they are meant to fill: a rehearsal on a loaded two-core machine sent 14 probes through a stable
+answering at p95 16 s, took two minutes a round, and the 30 s window re-read after the round held
+only the last few, so the canary never reached ``min_requests`` and the step waited until the
+scenario timed out. A round that still takes longer than the window is said in the report.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import httpx
@@ -45,6 +54,7 @@ class ProbeSettings:
     url: str = ""  # the guard's base URL; empty: no probes (wait for real traffic)
     max_per_step: int = 200  # never more than this many probes for one analysis
     max_tokens: int = 16
+    concurrency: int = 8  # probes in flight at once, so that a round fits inside the window
     timeout_s: float = 120.0
     settle_s: float = 5.0  # after the probes, wait this long for Prometheus to scrape them
 
@@ -58,11 +68,13 @@ class ProbeReport:
     errors: int = 0  # routine probes answered 5xx (or not at all)
     escalated: int = 0  # red-flag probes escalated
     missed_red_flags: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # the round's wall time, first request sent to last answer
 
     def line(self) -> str:
         return (
-            f"probes: {self.sent} sent, {self.answered} answered, {self.errors} errors, "
-            f"{self.escalated} red flags escalated, {len(self.missed_red_flags)} missed"
+            f"probes: {self.sent} sent in {self.seconds:.1f} s, {self.answered} answered, "
+            f"{self.errors} errors, {self.escalated} red flags escalated, "
+            f"{len(self.missed_red_flags)} missed"
         )
 
 
@@ -75,37 +87,64 @@ def probes_needed(canary_requests: float, min_requests: int, canary_percent: int
 
 
 def send_probes(settings: ProbeSettings, count: int, model: str = "taigimed") -> ProbeReport:
-    """Send ``count`` routine probes plus every red-flag probe once, through the guard."""
+    """Send ``count`` routine probes plus every red-flag probe once, through the guard,
+    ``settings.concurrency`` at a time."""
     report = ProbeReport()
+    lock = threading.Lock()
     headers = {PROBE_HEADER: "rollout"}
     url = settings.url.rstrip("/") + "/openai/v1/chat/completions"
     questions = [ROUTINE[i % len(ROUTINE)] for i in range(min(count, settings.max_per_step))]
-    with httpx.Client(timeout=settings.timeout_s, headers=headers) as client:
-        for question in [*questions, *RED_FLAGS]:
-            body = {
-                "model": model,
-                "messages": [{"role": "user", "content": question}],
-                "max_tokens": settings.max_tokens,
-                "user": PROBE_USER,
-            }
-            report.sent += 1
-            try:
-                resp = client.post(url, json=body)
-            except httpx.HTTPError as err:
-                log.warning("probe failed: %s", err)
-                report.errors += 1
-                continue
-            status = ""
-            if resp.status_code == 200:
-                status = (resp.json().get("taigimed") or {}).get("status", "")
-            if question in RED_FLAGS:
-                if status == "escalated":
-                    report.escalated += 1
-                else:
-                    report.missed_red_flags.append(question)
-            elif resp.status_code == 200:
-                report.answered += 1
-            elif resp.status_code >= 500:
-                report.errors += 1
+    started = time.monotonic()
+    with (
+        httpx.Client(timeout=settings.timeout_s, headers=headers) as client,
+        ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool,
+    ):
+        list(
+            pool.map(
+                lambda q: _probe(client, url, q, model, settings, report, lock),
+                [*questions, *RED_FLAGS],
+            )
+        )
+    report.seconds = time.monotonic() - started
     log.info("%s", report.line())
     return report
+
+
+def _probe(
+    client: httpx.Client,
+    url: str,
+    question: str,
+    model: str,
+    settings: ProbeSettings,
+    report: ProbeReport,
+    lock: threading.Lock,
+) -> None:
+    """One probe, its outcome counted into ``report`` (shared by the round's threads)."""
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": settings.max_tokens,
+        "user": PROBE_USER,
+    }
+    try:
+        resp = client.post(url, json=body)
+    except httpx.HTTPError as err:
+        log.warning("probe failed: %s", err)
+        with lock:
+            report.sent += 1
+            report.errors += 1
+        return
+    status = ""
+    if resp.status_code == 200:
+        status = (resp.json().get("taigimed") or {}).get("status", "")
+    with lock:
+        report.sent += 1
+        if question in RED_FLAGS:
+            if status == "escalated":
+                report.escalated += 1
+            else:
+                report.missed_red_flags.append(question)
+        elif resp.status_code == 200:
+            report.answered += 1
+        elif resp.status_code >= 500:
+            report.errors += 1
