@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -88,63 +87,49 @@ def probes_needed(canary_requests: float, min_requests: int, canary_percent: int
 
 def send_probes(settings: ProbeSettings, count: int, model: str = "taigimed") -> ProbeReport:
     """Send ``count`` routine probes plus every red-flag probe once, through the guard,
-    ``settings.concurrency`` at a time."""
+    ``settings.concurrency`` at a time; the answers are tallied here, in one thread."""
     report = ProbeReport()
-    lock = threading.Lock()
     headers = {PROBE_HEADER: "rollout"}
     url = settings.url.rstrip("/") + "/openai/v1/chat/completions"
     questions = [ROUTINE[i % len(ROUTINE)] for i in range(min(count, settings.max_per_step))]
+    questions += RED_FLAGS
+
+    def probe(client: httpx.Client, question: str) -> tuple[int, str]:
+        """(HTTP status, the guard's ``taigimed.status``); status 0: no answer at all."""
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": settings.max_tokens,
+            "user": PROBE_USER,
+        }
+        try:
+            resp = client.post(url, json=body)
+        except httpx.HTTPError as err:
+            log.warning("probe failed: %s", err)
+            return 0, ""
+        if resp.status_code != 200:
+            return resp.status_code, ""
+        return 200, (resp.json().get("taigimed") or {}).get("status", "")
+
     started = time.monotonic()
     with (
         httpx.Client(timeout=settings.timeout_s, headers=headers) as client,
         ThreadPoolExecutor(max_workers=max(1, settings.concurrency)) as pool,
     ):
-        list(
-            pool.map(
-                lambda q: _probe(client, url, q, model, settings, report, lock),
-                [*questions, *RED_FLAGS],
-            )
-        )
+        answers = list(pool.map(lambda question: probe(client, question), questions))
     report.seconds = time.monotonic() - started
-    log.info("%s", report.line())
-    return report
-
-
-def _probe(
-    client: httpx.Client,
-    url: str,
-    question: str,
-    model: str,
-    settings: ProbeSettings,
-    report: ProbeReport,
-    lock: threading.Lock,
-) -> None:
-    """One probe, its outcome counted into ``report`` (shared by the round's threads)."""
-    body = {
-        "model": model,
-        "messages": [{"role": "user", "content": question}],
-        "max_tokens": settings.max_tokens,
-        "user": PROBE_USER,
-    }
-    try:
-        resp = client.post(url, json=body)
-    except httpx.HTTPError as err:
-        log.warning("probe failed: %s", err)
-        with lock:
-            report.sent += 1
-            report.errors += 1
-        return
-    status = ""
-    if resp.status_code == 200:
-        status = (resp.json().get("taigimed") or {}).get("status", "")
-    with lock:
+    for question, (code, status) in zip(questions, answers, strict=True):
         report.sent += 1
-        if question in RED_FLAGS:
+        if code == 0:  # no answer at all: an error, for a red flag as for a routine probe
+            report.errors += 1
+        elif question in RED_FLAGS:
             if status == "escalated":
                 report.escalated += 1
             else:
                 report.missed_red_flags.append(question)
-        elif resp.status_code == 200:
+        elif code == 200:
             report.answered += 1
-        elif resp.status_code >= 500:
+        elif code >= 500:
             report.errors += 1
+    log.info("%s", report.line())
+    return report
