@@ -17,8 +17,9 @@ import pytest
 from taigimed.rollout.rehearsal import VLLM_PYTHON, Settings, rehearse
 
 # The rehearsal's own budget (vLLM's start, two pipeline runs, up to 600 s a scenario) is over
-# the suite's 900 s per-test timeout: on 2026-12-04 the promote scenario was killed 529 s into
-# its 600 s while the canary was still collecting traffic.
+# the suite's 900 s per-test timeout, which killed a slow promote scenario 529 s into its 600 s
+# on 2026-12-04 (the slowness itself: vLLM emulating bfloat16, serve.runtime.cpu_env). With
+# 2100 s a slow run fails on its own verdict, with its steps printed, not on pytest's kill.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2100)]
 
 

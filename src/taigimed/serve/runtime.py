@@ -21,9 +21,10 @@ import yaml
 
 MODEL_MOUNT = "/mnt/models"  # where KServe's storage-initializer puts the model
 POD_TMP = "/tmp"  # the runtime's emptyDir
+CPUINFO = Path("/proc/cpuinfo")  # where Linux lists the CPU's instruction-set flags
 
 
-def cpu_env(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
+def cpu_env(cpuinfo: Path = CPUINFO) -> dict[str, str]:
     """What vLLM needs on a CPU machine beyond its manifest: no hub, a 1 GiB KV cache, its
     compile cache kept across starts (in a pod it is an emptyDir; here a second start reuses
     the compiled graphs instead of spending a minute on them again), and ``DTYPE=float32`` on a
@@ -47,7 +48,7 @@ def cpu_env(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict[str, str]:
     return env
 
 
-def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+def cpu_has_bf16(cpuinfo: Path = CPUINFO) -> bool:
     """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX-BF16). Unreadable
     (not Linux): assume it does, so the manifest's value is kept."""
     try:
