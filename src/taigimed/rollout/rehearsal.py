@@ -580,6 +580,8 @@ def rehearse(settings: Settings, scenarios: tuple[str, ...] = ("rollback", "prom
         "requests_to_faulty_canary": rollback.get("requests_to_faulty_canary"),
         "steps": list(settings.steps),
         "vllm_ready_s": round(vllm_ready_s, 1),
+        # The dtype v1 was started with: the manifest's, float32 on a CPU without bf16 (cpu_env).
+        "vllm_dtype": applier.revisions["v1"].cmd.env.get("DTYPE"),
         "total_s": round(time.monotonic() - t0, 1),
         "user_requests": users.sent if users else 0,
         "user_answers": {
